@@ -1,0 +1,242 @@
+"""Decoding and validation of event bodies, and the compact encoding used inside the event log.
+
+Decoding is strict (no coercion) and reports each problem with the JSON path of the offending field.
+A batch never fails as a whole for one bad item: `decode_batch` returns the accepted events and the
+index and reason of each rejected one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import msgspec
+
+from llmpulse.events._limits import Limits
+from llmpulse.events._schema import Event, LLMCall, LLMRequest, LLMResponse
+
+
+class EventError(ValueError):
+    """Base of the `events` package's errors."""
+
+
+class EventValidationError(EventError):
+    """An event (or a whole body) is malformed or breaks a limit; the message names the field."""
+
+
+class BodyTooLarge(EventError):
+    """A body (or one of its parts) is larger than the configured limit."""
+
+
+@dataclass(slots=True)
+class Rejection:
+    """One rejected item of a batch: its zero-based `index` and the `error` that names the field."""
+
+    index: int
+    error: str
+
+
+@dataclass(slots=True)
+class DecodedBatch:
+    """The result of decoding a batch: accepted events (in order) and rejected items."""
+
+    events: list[Event] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+
+
+class _Probe(msgspec.Struct):
+    type: str | None = None
+    event_type: str | None = None
+
+
+_batch_decoder: Final = msgspec.json.Decoder(list[Event])
+_item_decoder: Final = msgspec.json.Decoder(Event)
+_call_decoder: Final = msgspec.json.Decoder(LLMCall)
+_probe_decoder: Final = msgspec.json.Decoder(_Probe)
+_raw_list_decoder: Final = msgspec.json.Decoder(list[msgspec.Raw])
+_json_encoder: Final = msgspec.json.Encoder()
+_log_encoder: Final = msgspec.msgpack.Encoder()
+_log_decoder: Final = msgspec.msgpack.Decoder(list[Event])
+_single_decoders: Final[dict[type[Any], msgspec.json.Decoder[Any]]] = {
+    LLMRequest: msgspec.json.Decoder(LLMRequest),
+    LLMResponse: msgspec.json.Decoder(LLMResponse),
+    LLMCall: _call_decoder,
+}
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _check_utf8(body: bytes) -> None:
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise EventValidationError(f"body is not valid UTF-8 (byte {exc.start})") from exc
+
+
+def _depth(value: Any, limit: int, level: int = 1) -> int:
+    if level > limit:
+        return level
+    deepest = level
+    if isinstance(value, dict):
+        children: Any = value.values()
+    elif isinstance(value, list):
+        children = value
+    else:
+        return level - 1
+    for child in children:
+        if isinstance(child, dict | list):
+            deepest = max(deepest, _depth(child, limit, level + 1))
+            if deepest > limit:
+                break
+    return deepest
+
+
+def _check_metadata(metadata: dict[str, Any] | None, limits: Limits) -> None:
+    if not metadata:
+        return
+    size = len(_json_encoder.encode(metadata))
+    if size > limits.max_metadata_bytes:
+        raise EventValidationError(
+            f"`metadata` is {size} bytes as JSON; the limit is {limits.max_metadata_bytes}"
+        )
+    depth = _depth(metadata, limits.max_metadata_depth)
+    if depth > limits.max_metadata_depth:
+        raise EventValidationError(f"`metadata` nests deeper than {limits.max_metadata_depth} levels")
+
+
+def check_event(event: Event, limits: Limits, now: datetime) -> Event:
+    """Apply the dynamic limits to a decoded event and normalise it (UTC timestamp, call request_id).
+
+    Raises `EventValidationError` naming the field. Does not block.
+    """
+    ts = event.timestamp
+    if ts.tzinfo is not UTC:
+        ts = ts.astimezone(UTC)
+        event.timestamp = ts
+    age = (now - ts).total_seconds()
+    if age < -limits.max_future_s:
+        raise EventValidationError(
+            f"`timestamp` {ts.isoformat()} is more than {limits.max_future_s:g} s in the future"
+        )
+    if age > limits.max_past_s:
+        raise EventValidationError(
+            f"`timestamp` {ts.isoformat()} is more than {limits.max_past_s:g} s in the past "
+            "(raise the server's max event age to backfill)"
+        )
+    if isinstance(event, LLMResponse):
+        return event
+    _check_metadata(event.metadata, limits)
+    if isinstance(event, LLMCall) and event.request_id is None:
+        event.request_id = uuid.uuid4().hex
+    return event
+
+
+def _message(exc: msgspec.MsgspecError) -> str:
+    return str(exc)
+
+
+def decode_one(body: bytes, kind: type[Event], limits: Limits, now: datetime | None = None) -> Event:
+    """Decode and validate a single event of the given class from a JSON body.
+
+    Raises `EventValidationError` (malformed JSON, wrong type, broken limit) naming the field.
+    """
+    _check_utf8(body)
+    try:
+        event: Event = _single_decoders[kind].decode(body)
+    except msgspec.MsgspecError as exc:
+        raise EventValidationError(_message(exc)) from exc
+    return check_event(event, limits, now or _now())
+
+
+def _decode_item(raw: bytes) -> Event:
+    try:
+        event: Event = _item_decoder.decode(raw)
+    except msgspec.ValidationError:
+        probe = _probe_decoder.decode(raw)
+        if probe.type is None and probe.event_type == "llm_cost":
+            return _call_decoder.decode(raw)
+        if probe.type is None:
+            raise EventValidationError(
+                'item has no `type` (one of "llm.request", "llm.response", "llm.call"; or '
+                '`event_type: "llm_cost"` for a cost event)'
+            ) from None
+        raise
+    return event
+
+
+def _split_items(body: bytes, ndjson: bool) -> list[bytes]:
+    if not ndjson:
+        stripped = body.lstrip()
+        if stripped[:1] == b"[":
+            try:
+                return [bytes(r) for r in _raw_list_decoder.decode(body)]
+            except msgspec.MsgspecError as exc:
+                raise EventValidationError(f"body is not a JSON array of objects: {exc}") from exc
+        if stripped[:1] != b"{":
+            raise EventValidationError("body must be a JSON array, a JSON object or NDJSON")
+        try:
+            msgspec.json.decode(body)
+        except msgspec.DecodeError:
+            pass  # more than one document: NDJSON
+        else:
+            return [body]
+    return [line for line in body.split(b"\n") if line.strip()]
+
+
+def decode_batch(
+    body: bytes, limits: Limits, *, ndjson: bool = False, now: datetime | None = None
+) -> DecodedBatch:
+    """Decode a batch body: a JSON array, a single JSON object, or NDJSON (one event a line).
+
+    Items name their kind in `type`; an item with `event_type: "llm_cost"` and no `type` is a call.
+    Returns accepted events and per-item rejections; raises `EventValidationError` only when the body
+    as a whole is unusable (not UTF-8, not JSON, too many items).
+    """
+    _check_utf8(body)
+    now = now or _now()
+    result = DecodedBatch()
+    if not ndjson and body.lstrip()[:1] == b"[":
+        try:
+            events = _batch_decoder.decode(body)
+        except msgspec.MsgspecError:
+            pass  # fall back to item-by-item decoding to report every bad item
+        else:
+            if len(events) > limits.max_batch_items:
+                raise EventValidationError(
+                    f"batch has {len(events)} items; the limit is {limits.max_batch_items}"
+                )
+            for index, event in enumerate(events):
+                try:
+                    result.events.append(check_event(event, limits, now))
+                except EventValidationError as exc:
+                    result.rejected.append(Rejection(index, str(exc)))
+            return result
+    items = _split_items(body, ndjson)
+    if len(items) > limits.max_batch_items:
+        raise EventValidationError(f"batch has {len(items)} items; the limit is {limits.max_batch_items}")
+    for index, raw in enumerate(items):
+        try:
+            result.events.append(check_event(_decode_item(raw), limits, now))
+        except (msgspec.MsgspecError, EventValidationError) as exc:
+            result.rejected.append(Rejection(index, str(exc)))
+    return result
+
+
+def encode_json(event: Event) -> bytes:
+    """The event's JSON form (with its `type` tag), as sent by exporters and accepted by ingest."""
+    return _json_encoder.encode(event)
+
+
+def encode_log(events: Sequence[Event]) -> bytes:
+    """Encode validated events for the event log (MessagePack, tagged)."""
+    return _log_encoder.encode(events)
+
+
+def decode_log(payload: bytes) -> list[Event]:
+    """Decode a payload written by `encode_log`."""
+    return _log_decoder.decode(payload)

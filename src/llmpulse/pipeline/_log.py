@@ -1,0 +1,48 @@
+"""The `EventLog` interface: an append-only, durable, offset-addressed log of validated events.
+
+The embedded implementation is `SQLiteEventLog` (`_sqlite_log.py`); a Kafka one satisfies the same
+interface in scaled-out mode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple, Protocol
+
+from llmpulse.events import Event
+
+
+class LogRecord(NamedTuple):
+    """One appended batch: its partition, its offset, and the events it holds (in order)."""
+
+    partition: int
+    offset: int
+    events: list[Event]
+
+
+class EventLog(Protocol):
+    """An append-only durable log.
+
+    `append` returns only once the events are durable (an acknowledgement may follow); it raises
+    `LogBackpressure` when the log cannot keep up and `LogClosed` after `close`.
+    """
+
+    async def append(self, events: Sequence[Event]) -> None:
+        """Append events durably. Awaits the write; never blocks the event loop."""
+        ...
+
+    def partitions(self) -> list[int]:
+        """The partitions this log has (one for SQLite)."""
+        ...
+
+    def read(self, partition: int, offset: int, max_records: int) -> list[LogRecord]:
+        """Records of `partition` at offsets ≥ `offset`, oldest first, at most `max_records`. Blocks."""
+        ...
+
+    def end_offset(self, partition: int) -> int:
+        """The offset the next appended record of `partition` will get. Blocks."""
+        ...
+
+    def close(self) -> None:
+        """Stop accepting appends, finish those in flight, release resources. Blocks."""
+        ...

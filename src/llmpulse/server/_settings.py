@@ -1,0 +1,138 @@
+"""Server settings: one frozen, validated object built at the edge (CLI or caller).
+
+Environment variables are fallbacks, read only by `ServerSettings.from_env`; their names are the
+constants below and are documented in docs/configuration.md.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Final
+
+from llmpulse.events import Limits
+
+ENV_HTTP_PORT: Final = "HTTP_PORT"
+ENV_HOST: Final = "LLMPULSE_HOST"
+ENV_DB: Final = "LLMPULSE_DB"
+ENV_POSTGRES_DSN: Final = "POSTGRES_DSN"
+ENV_LOG: Final = "LLMPULSE_LOG"
+ENV_ORPHAN_TIMEOUT_S: Final = "LLMPULSE_ORPHAN_TIMEOUT_S"
+ENV_MAX_EVENT_AGE_S: Final = "LLMPULSE_MAX_EVENT_AGE_S"
+ENV_MAX_BODY_BYTES: Final = "LLMPULSE_MAX_BODY_BYTES"
+ENV_MAX_BATCH_ITEMS: Final = "LLMPULSE_MAX_BATCH_ITEMS"
+ENV_SYNC: Final = "LLMPULSE_LOG_SYNC"
+
+DEFAULT_DB_URL: Final = "sqlite:///llmpulse.db"
+
+
+def default_log_url(db_url: str) -> str:
+    """The embedded log's URL beside a SQLite store (``x.db`` → ``x.log.db``); in-memory stays in memory."""
+    if db_url.startswith("sqlite:///") and db_url != "sqlite:///:memory:":
+        path = db_url.removeprefix("sqlite:///")
+        stem = path[:-3] if path.endswith(".db") else path
+        return f"sqlite:///{stem}.log.db"
+    return "sqlite:///llmpulse.log.db"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    """Everything the server needs, validated in the constructor.
+
+    Attributes:
+        host, port: where to listen.
+        db_url: the store (``sqlite:///path`` by default; ``postgresql://`` with the scale-out extras).
+        log_url: the event log (``sqlite:///path`` embedded); defaults to a file beside the store.
+        demo: generate realistic traffic into the server so there is something to see.
+        limits: validation limits (body size, batch size, metadata, timestamp range).
+        orphan_timeout_s: how long a request waits for its response (on the processor's clock).
+        dedup_ttl_s: how long fully counted request ids are remembered to drop duplicates.
+        log_sync: SQLite ``synchronous`` mode of the log: ``FULL`` (fsync each group commit) or
+            ``NORMAL`` (survives a process crash, not a power loss).
+        max_pending_events: events awaiting the log writer before ingest answers 503.
+        checkpoint_interval_s: how often the processor commits windows and offsets.
+        run_processor: run the processor inside the server (embedded mode).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    db_url: str = DEFAULT_DB_URL
+    log_url: str | None = None
+    demo: bool = False
+    limits: Limits = field(default_factory=Limits)
+    orphan_timeout_s: float = 300.0
+    dedup_ttl_s: float = 24 * 3600.0
+    log_sync: str = "FULL"
+    max_pending_events: int = 200_000
+    checkpoint_interval_s: float = 0.25
+    run_processor: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be in 0..65535, got {self.port!r}")
+        if not self.db_url:
+            raise ValueError("db_url must not be empty")
+        if self.orphan_timeout_s <= 0:
+            raise ValueError(f"orphan_timeout_s must be positive, got {self.orphan_timeout_s!r}")
+        if self.dedup_ttl_s < self.orphan_timeout_s:
+            raise ValueError("dedup_ttl_s must be at least orphan_timeout_s")
+        if self.log_sync not in ("FULL", "NORMAL"):
+            raise ValueError(f"log_sync must be FULL or NORMAL, got {self.log_sync!r}")
+        if self.max_pending_events < 1:
+            raise ValueError(f"max_pending_events must be positive, got {self.max_pending_events!r}")
+        if self.checkpoint_interval_s <= 0:
+            raise ValueError(f"checkpoint_interval_s must be positive, got {self.checkpoint_interval_s!r}")
+
+    @property
+    def resolved_log_url(self) -> str:
+        """The log URL, defaulting to a file beside a SQLite store."""
+        return self.log_url or default_log_url(self.db_url)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> ServerSettings:
+        """Settings from environment variables, then `overrides` (CLI flags; None values ignored)."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        if ENV_HTTP_PORT in env:
+            values["port"] = _int(env, ENV_HTTP_PORT)
+        if ENV_HOST in env:
+            values["host"] = env[ENV_HOST]
+        if env.get(ENV_DB):
+            values["db_url"] = env[ENV_DB]
+        elif env.get(ENV_POSTGRES_DSN):
+            values["db_url"] = env[ENV_POSTGRES_DSN]
+        if env.get(ENV_LOG):
+            values["log_url"] = env[ENV_LOG]
+        if ENV_ORPHAN_TIMEOUT_S in env:
+            values["orphan_timeout_s"] = _float(env, ENV_ORPHAN_TIMEOUT_S)
+        if ENV_SYNC in env:
+            values["log_sync"] = env[ENV_SYNC].upper()
+        limits: dict[str, Any] = {}
+        if ENV_MAX_EVENT_AGE_S in env:
+            limits["max_past_s"] = _float(env, ENV_MAX_EVENT_AGE_S)
+        if ENV_MAX_BODY_BYTES in env:
+            limits["max_body_bytes"] = _int(env, ENV_MAX_BODY_BYTES)
+        if ENV_MAX_BATCH_ITEMS in env:
+            limits["max_batch_items"] = _int(env, ENV_MAX_BATCH_ITEMS)
+        limit_overrides = overrides.pop("limits", None)
+        settings = cls(**values)
+        if limits:
+            settings = replace(settings, limits=replace(settings.limits, **limits))
+        if limit_overrides is not None:
+            settings = replace(settings, limits=limit_overrides)
+        return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _int(env: Mapping[str, str], name: str) -> int:
+    try:
+        return int(env[name])
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {env[name]!r}") from None
+
+
+def _float(env: Mapping[str, str], name: str) -> float:
+    try:
+        return float(env[name])
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {env[name]!r}") from None

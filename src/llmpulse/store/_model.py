@@ -1,0 +1,150 @@
+"""What the processor hands the store: window deltas, pending joins, dedup keys and offsets.
+
+Everything here is additive or idempotent so that a checkpoint can be committed in one transaction,
+and windows written by several workers (or at several times) merge by addition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final, Literal, NamedTuple
+
+from llmpulse.store._histogram import Histogram, merge_into
+
+#: Length of a window in seconds (one-minute tumbling windows aligned to the minute).
+WINDOW_SECONDS: Final = 60
+
+PendingKind = Literal["request", "response"]
+
+
+class WindowKey(NamedTuple):
+    """Identifies one window: tenant, route, model and the window's start (epoch seconds, UTC)."""
+
+    tenant_id: str
+    route: str
+    model: str
+    window_start: int
+
+
+class WindowDelta:
+    """Signed changes to one window's figures. Every field adds; histograms add bucket by bucket.
+
+    Counts may be negative in a correction (a timed-out request whose response arrives later removes
+    its timeout and error and adds its latency).
+    """
+
+    __slots__ = (
+        "cache_write_tokens",
+        "cached_input_tokens",
+        "completion_tokens",
+        "cost_unknown",
+        "cost_usd",
+        "errors",
+        "late",
+        "latency_count",
+        "latency_hist",
+        "latency_sum_ms",
+        "prompt_tokens",
+        "reasoning_tokens",
+        "requests",
+        "timeouts",
+        "ttft_count",
+        "ttft_hist",
+        "ttft_sum_ms",
+    )
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.errors = 0
+        self.timeouts = 0
+        self.late = 0
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.cached_input_tokens = 0
+        self.cache_write_tokens = 0
+        self.reasoning_tokens = 0
+        self.latency_count = 0
+        self.latency_sum_ms = 0.0
+        self.latency_hist: Histogram = {}
+        self.ttft_count = 0
+        self.ttft_sum_ms = 0.0
+        self.ttft_hist: Histogram = {}
+        self.cost_usd = 0.0
+        self.cost_unknown = 0
+
+    def merge(self, other: WindowDelta) -> WindowDelta:
+        """Add `other` into this delta (in place) and return self."""
+        for name in self.__slots__:
+            if name.endswith("_hist"):
+                merge_into(getattr(self, name), getattr(other, name))
+            else:
+                setattr(self, name, getattr(self, name) + getattr(other, name))
+        return self
+
+    def as_dict(self) -> dict[str, object]:
+        """All fields as a dict (histograms copied)."""
+        return {
+            name: dict(getattr(self, name)) if name.endswith("_hist") else getattr(self, name)
+            for name in self.__slots__
+        }
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, WindowDelta):
+            return NotImplemented
+        return self.as_dict() == other.as_dict()
+
+    def __repr__(self) -> str:
+        return f"WindowDelta({self.as_dict()!r})"
+
+
+@dataclass(slots=True)
+class PendingEntry:
+    """Half of a pair waiting for its other half (or a timed-out one kept to correct its window).
+
+    `payload` is the event encoded with `llmpulse.events.encode_log([event])`; `seen_at` is the
+    processor's wall clock (epoch seconds) when it first saw the event; `expired` is true once the
+    entry has been counted as a timeout (request) or an orphan (response).
+    """
+
+    request_id: str
+    kind: PendingKind
+    payload: bytes
+    seen_at: float
+    expired: bool = False
+
+
+@dataclass(slots=True)
+class Checkpoint:
+    """Everything one processor commit writes, in a single transaction.
+
+    Attributes:
+        consumer: the processor's identity (``"embedded"``, or the group and partition when scaled).
+        offsets: partition → next offset to read (the offsets this checkpoint covers).
+        windows: window deltas to add to the stored windows.
+        pending_upserts: pending entries to insert or replace.
+        pending_deletes: (request_id, kind) of pending entries to remove.
+        dedup_keys: keys of events now fully counted, to remember until `dedup_expires_at`.
+        dedup_expires_at: epoch seconds after which `dedup_keys` may be forgotten.
+        counters: server-wide counter deltas (orphan_responses, duplicates, unknown_cost, late, ...).
+        watermark: the highest event time (epoch seconds) the processor has seen.
+    """
+
+    consumer: str
+    offsets: dict[int, int] = field(default_factory=dict)
+    windows: dict[WindowKey, WindowDelta] = field(default_factory=dict)
+    pending_upserts: list[PendingEntry] = field(default_factory=list)
+    pending_deletes: list[tuple[str, PendingKind]] = field(default_factory=list)
+    dedup_keys: list[str] = field(default_factory=list)
+    dedup_expires_at: float = 0.0
+    counters: dict[str, int] = field(default_factory=dict)
+    watermark: float = 0.0
+
+
+@dataclass(slots=True)
+class ProcessorState:
+    """What a processor recovers on start: the last committed checkpoint's cumulative state."""
+
+    offsets: dict[int, int] = field(default_factory=dict)
+    pending: list[PendingEntry] = field(default_factory=list)
+    dedup_keys: set[str] = field(default_factory=set)
+    watermark: float = 0.0
