@@ -1,0 +1,205 @@
+"""The processor runner: read a batch from the log → process → commit windows and offsets together.
+
+It owns one thread. On start it restores the processor's state (offsets, pending joins, dedup keys)
+from the store's last checkpoint, so a restart resumes exactly where the last commit left off: events
+after the committed offsets are read again and counted once. A failed commit throws the in-memory
+state away and restores it from the store, for the same reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from llmpulse.pipeline._log import EventLog
+from llmpulse.pipeline._processor import ProcessorConfig, ProcessorCore
+from llmpulse.pricing import Pricer
+from llmpulse.store import Checkpoint, ProcessorState
+
+_log = logging.getLogger(__name__)
+
+
+class CheckpointStore(Protocol):
+    """What the runner needs of a store."""
+
+    def load_state(self, consumer: str, now: float) -> ProcessorState:
+        """The last committed state of `consumer`. Blocks."""
+        ...
+
+    def commit(self, checkpoint: Checkpoint) -> None:
+        """Write a checkpoint in one transaction. Blocks."""
+        ...
+
+
+class ProcessorRunner:
+    """Runs a `ProcessorCore` over an `EventLog` on a background thread, committing checkpoints.
+
+    Args:
+        log: where events come from.
+        store: where checkpoints go (and state is restored from).
+        config: the processor's settings.
+        pricer: cost lookups (a default `Pricer` if None).
+        consumer: this processor's identity in the store.
+        checkpoint_interval_s: the longest time between commits while events flow.
+        max_records: records read from the log per partition per step.
+        clock: wall clock in epoch seconds (tests pass a fake one).
+    """
+
+    def __init__(
+        self,
+        log: EventLog,
+        store: CheckpointStore,
+        config: ProcessorConfig | None = None,
+        *,
+        pricer: Pricer | None = None,
+        consumer: str = "embedded",
+        checkpoint_interval_s: float = 0.25,
+        max_records: int = 500,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if checkpoint_interval_s <= 0:
+            raise ValueError(f"checkpoint_interval_s must be positive, got {checkpoint_interval_s!r}")
+        if max_records < 1:
+            raise ValueError(f"max_records must be positive, got {max_records!r}")
+        self._log = log
+        self._store = store
+        self._config = config or ProcessorConfig()
+        self._pricer = pricer or Pricer()
+        self._consumer = consumer
+        self._interval = checkpoint_interval_s
+        self._max_records = max_records
+        self._clock = clock
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._core: ProcessorCore | None = None
+        self._offsets: dict[int, int] = {}
+        self._committed: dict[int, int] = {}
+        self._processed = 0
+        self._checkpoints = 0
+        self._commit_failures = 0
+        self._last_commit_at = 0.0
+        self._last_error: str | None = None
+        self._caught_up = threading.Condition()
+
+    def _restore(self) -> None:
+        state = self._store.load_state(self._consumer, self._clock())
+        self._core = ProcessorCore(self._config, self._pricer, state)
+        self._offsets = {p: state.offsets.get(p, 0) for p in self._log.partitions()}
+        self._committed = dict(self._offsets)
+
+    def start(self) -> None:
+        """Restore state from the store and start the processing thread. Blocks while restoring."""
+        if self._thread is not None:
+            raise RuntimeError("the runner is already started")
+        self._restore()
+        self._thread = threading.Thread(target=self._run, name="llmpulse-processor", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Process what is readable, commit a final checkpoint, and stop. Blocks up to `timeout`."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        """True while the processing thread runs."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def _step(self) -> int:
+        core = self._core
+        assert core is not None
+        n = 0
+        for partition, offset in self._offsets.items():
+            records = self._log.read(partition, offset, self._max_records)
+            if not records:
+                continue
+            now = self._clock()
+            for record in records:
+                core.process(record.events, now)
+                n += len(record.events)
+            self._offsets[partition] = records[-1].offset + 1
+        self._processed += n
+        return n
+
+    def _commit(self) -> None:
+        core = self._core
+        assert core is not None
+        now = self._clock()
+        core.expire(now)
+        checkpoint = core.checkpoint(self._consumer, dict(self._offsets), now)
+        try:
+            self._store.commit(checkpoint)
+        except Exception as exc:
+            self._commit_failures += 1
+            self._last_error = f"{type(exc).__name__}: {exc}"
+            _log.error("checkpoint commit failed, restoring from the store: %s", exc)
+            self._stop.wait(min(5.0, 0.1 * 2 ** min(self._commit_failures, 6)))
+            self._restore()
+            return
+        self._committed = dict(self._offsets)
+        self._checkpoints += 1
+        self._last_commit_at = now
+        release = getattr(self._log, "release", None)
+        if release is not None:
+            for partition, offset in self._committed.items():
+                release(partition, offset)
+        with self._caught_up:
+            self._caught_up.notify_all()
+
+    def _run(self) -> None:
+        last_commit = time.monotonic()
+        dirty = False
+        try:
+            while not self._stop.is_set():
+                n = self._step()
+                dirty = dirty or n > 0
+                elapsed = time.monotonic() - last_commit
+                if elapsed >= self._interval and (dirty or elapsed >= 1.0):
+                    self._commit()
+                    last_commit = time.monotonic()
+                    dirty = False
+                if n == 0:
+                    self._stop.wait(0.005)
+            while self._step():
+                pass
+            self._commit()
+        except Exception as exc:
+            self._last_error = f"{type(exc).__name__}: {exc}"
+            _log.exception("the processor stopped on an error")
+            raise
+
+    def wait_committed(self, partition: int, offset: int, timeout: float) -> bool:
+        """Wait until the committed offset of `partition` reaches `offset`. Blocks up to `timeout`."""
+        deadline = time.monotonic() + timeout
+        with self._caught_up:
+            while self._committed.get(partition, 0) < offset:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self.alive:
+                    return False
+                self._caught_up.wait(remaining)
+        return True
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for /health: events processed, lag, checkpoints, failures, processor state sizes."""
+        lag = 0
+        try:
+            for partition, offset in self._committed.items():
+                lag += max(0, self._log.end_offset(partition) - offset)
+        except Exception:
+            lag = -1
+        core_stats = self._core.stats() if self._core is not None else {}
+        return {
+            "alive": self.alive,
+            "processed_events": self._processed,
+            "checkpoints": self._checkpoints,
+            "commit_failures": self._commit_failures,
+            "lag_records": lag,
+            "committed_offsets": {str(p): o for p, o in self._committed.items()},
+            "last_commit_at": self._last_commit_at,
+            "last_error": self._last_error,
+            **core_stats,
+        }

@@ -1,0 +1,258 @@
+"""The embedded event log: an append-only SQLite table in WAL mode, written with group commit.
+
+Appends from any number of concurrent requests are queued to one writer thread, which writes every
+queued batch in a single transaction and then resolves all of their futures: one fsync (with
+``synchronous=FULL``) acknowledges many requests. Offsets are the table's AUTOINCREMENT row ids, so
+they only ever grow, even after old records are pruned. Each row holds one appended batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Final
+
+from llmpulse.events import Event, decode_log, encode_log
+from llmpulse.pipeline._errors import LogBackpressure, LogClosed
+from llmpulse.pipeline._log import LogRecord
+
+_log = logging.getLogger(__name__)
+
+#: How long consumed records are kept before they are pruned (seconds).
+DEFAULT_RETENTION_S: Final = 24 * 3600.0
+_PRUNE_EVERY_S: Final = 10.0
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS event_log (
+    "offset" INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at REAL NOT NULL,
+    n_events INTEGER NOT NULL,
+    payload BLOB NOT NULL
+)
+"""
+
+
+def _path_of(url: str) -> str:
+    if not url.startswith("sqlite:///"):
+        raise ValueError(f"the embedded event log needs a sqlite:/// URL, got {url!r}")
+    path = url.removeprefix("sqlite:///")
+    if not path:
+        raise ValueError("the event log URL has no path")
+    return path
+
+
+class _Pending:
+    __slots__ = ("future", "loop", "n_events", "payload")
+
+    def __init__(
+        self, payload: bytes, n_events: int, loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]
+    ) -> None:
+        self.payload = payload
+        self.n_events = n_events
+        self.loop = loop
+        self.future = future
+
+
+def _resolve(items: list[_Pending], error: BaseException | None) -> None:
+    for item in items:
+        if item.future.done():
+            continue
+        if error is None:
+            item.future.set_result(None)
+        else:
+            item.future.set_exception(error)
+
+
+class SQLiteEventLog:
+    """An `EventLog` in a SQLite file (one partition, 0).
+
+    Args:
+        url: ``sqlite:///path`` of the log file (created if missing; ``:memory:`` is refused because the
+            reader needs its own connection).
+        sync: ``FULL`` fsyncs every group commit (survives power loss); ``NORMAL`` survives a crash of
+            the process but may lose the last commits on power loss.
+        max_pending_events: events queued for the writer beyond which `append` raises `LogBackpressure`.
+        retention_s: consumed records older than this are pruned.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        sync: str = "FULL",
+        max_pending_events: int = 200_000,
+        retention_s: float = DEFAULT_RETENTION_S,
+    ) -> None:
+        if sync not in ("FULL", "NORMAL"):
+            raise ValueError(f"sync must be FULL or NORMAL, got {sync!r}")
+        path = _path_of(url)
+        if path == ":memory:":
+            raise ValueError("the event log must be a file, not :memory:")
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._path = path
+        self._sync = sync
+        self._max_pending = max_pending_events
+        self._retention_s = retention_s
+        self._queue: deque[_Pending] = deque()
+        self._queued_events = 0
+        self._cond = threading.Condition()
+        self._closed = False
+        self._released = -1
+        self._local = threading.local()
+        self._appended_events = 0
+        self._commits = 0
+        self._writer_conn = self._connect()
+        self._writer_conn.execute(_SCHEMA)
+        self._writer = threading.Thread(target=self._write_loop, name="llmpulse-log-writer", daemon=True)
+        self._writer.start()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, timeout=30.0)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self._sync}")
+        return conn
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+        return conn
+
+    # -- appending -----------------------------------------------------------------------------
+
+    async def append(self, events: Sequence[Event]) -> None:
+        """Append `events` as one record; returns once it is durable. Never blocks the event loop.
+
+        Raises `LogBackpressure` when too many events await the writer, `LogClosed` after `close`.
+        """
+        if not events:
+            return
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        payload = encode_log(events)
+        with self._cond:
+            if self._closed:
+                raise LogClosed("the event log is closed")
+            if self._queued_events + len(events) > self._max_pending:
+                raise LogBackpressure(
+                    f"the event log has {self._queued_events} events waiting to be written", 1.0
+                )
+            self._queue.append(_Pending(payload, len(events), loop, future))
+            self._queued_events += len(events)
+            self._cond.notify()
+        await future
+
+    def _write_loop(self) -> None:
+        last_prune = time.monotonic()
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait(1.0)
+                    if not self._queue and time.monotonic() - last_prune > _PRUNE_EVERY_S:
+                        break
+                batch = list(self._queue)
+                self._queue.clear()
+                n_events = self._queued_events
+                self._queued_events = 0
+                closing = self._closed
+            if batch:
+                self._write(batch, n_events)
+            if time.monotonic() - last_prune > _PRUNE_EVERY_S:
+                last_prune = time.monotonic()
+                self._prune()
+            if closing and not batch:
+                return
+
+    def _write(self, batch: list[_Pending], n_events: int) -> None:
+        now = time.time()
+        error: BaseException | None = None
+        try:
+            conn = self._writer_conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(
+                    "INSERT INTO event_log (created_at, n_events, payload) VALUES (?, ?, ?)",
+                    [(now, item.n_events, item.payload) for item in batch],
+                )
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            self._appended_events += n_events
+            self._commits += 1
+        except sqlite3.Error as exc:
+            _log.error("event log write failed: %s", exc)
+            error = LogBackpressure(f"the event log could not write: {exc}", 1.0)
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Pending]] = {}
+        for item in batch:
+            by_loop.setdefault(item.loop, []).append(item)
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_resolve, items, error)
+            except RuntimeError:
+                pass  # that event loop is closed: nobody waits for the answer any more
+
+    def release(self, partition: int, offset: int) -> None:
+        """Tell the log that records of `partition` before `offset` are consumed and may be pruned."""
+        if partition == 0:
+            self._released = max(self._released, offset)
+
+    def _prune(self) -> None:
+        if self._released <= 0:
+            return
+        try:
+            self._writer_conn.execute(
+                'DELETE FROM event_log WHERE "offset" < ? AND created_at < ?',
+                (self._released, time.time() - self._retention_s),
+            )
+        except sqlite3.Error as exc:
+            _log.warning("event log prune failed: %s", exc)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def partitions(self) -> list[int]:
+        """The log's partitions: always ``[0]``."""
+        return [0]
+
+    def read(self, partition: int, offset: int, max_records: int) -> list[LogRecord]:
+        """Records at offsets ≥ `offset`, oldest first, at most `max_records`. Blocks briefly."""
+        if partition != 0:
+            raise ValueError(f"the SQLite log has only partition 0, not {partition}")
+        rows = self._reader().execute(
+            'SELECT "offset", payload FROM event_log WHERE "offset" >= ? ORDER BY "offset" LIMIT ?',
+            (offset, max_records),
+        ).fetchall()
+        return [LogRecord(0, off, decode_log(payload)) for off, payload in rows]
+
+    def end_offset(self, partition: int) -> int:
+        """The offset the next record will get. Blocks briefly."""
+        row = self._reader().execute("SELECT seq FROM sqlite_sequence WHERE name = 'event_log'").fetchone()
+        return (int(row[0]) if row else 0) + 1
+
+    def stats(self) -> dict[str, int]:
+        """Events appended and commits made by this process, and events waiting for the writer."""
+        return {
+            "appended_events": self._appended_events,
+            "commits": self._commits,
+            "queued_events": self._queued_events,
+        }
+
+    def close(self) -> None:
+        """Refuse new appends, write those already queued, and close. Blocks until done."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._cond.notify_all()
+        self._writer.join()
+        self._writer_conn.close()
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
