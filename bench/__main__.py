@@ -1,0 +1,26 @@
+"""`python -m bench` (`make bench`): every benchmark, each beside its reference, in one run.
+
+Set `BENCH_PAIRS` to change the size (default: 1M pairs for the processor, 500k pairs for ingest).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from bench import ingest, processor
+
+
+def main() -> int:
+    """Run the benchmarks and write their figures to bench/out/results.json."""
+    results = {"processor": processor.run(), "ingest": ingest.run()}
+    out = Path(__file__).parent / "out"
+    out.mkdir(exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    print(f"figures written to {out / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
