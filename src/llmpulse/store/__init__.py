@@ -1,10 +1,26 @@
 """The store: SQLAlchemy Core tables and migrations, window upserts, processor checkpoints, queries.
 
-Errors: `StoreError` is the base of this package's errors.
+`Store.open(url)` connects to SQLite (``sqlite:///path``, the embedded default) or Postgres
+(``postgresql://…``, the libpq URL form of ``POSTGRES_DSN``), migrates the schema, then commits
+processor `Checkpoint`s in one transaction each and answers window queries; `metrics_row` and
+`summary_row` shape query results as API rows. All `Store` methods block.
+
+Errors: `StoreError` is the base of this package's errors; `StoreUnavailable` (the database is
+unreachable or busy: retry), `StoreIntegrityError` (the database rejected the data) and
+`MigrationError` (the schema could not be brought up to date) derive from it. `create_engine_for`
+raises `ValueError` for an unknown URL scheme, and query methods raise `ValueError` for invalid
+arguments.
 """
 
 from __future__ import annotations
 
+from llmpulse.store._engine import (
+    MigrationError,
+    StoreError,
+    StoreIntegrityError,
+    StoreUnavailable,
+    create_engine_for,
+)
 from llmpulse.store._histogram import Histogram, bucket_of, merged, quantile, value_of
 from llmpulse.store._model import (
     WINDOW_SECONDS,
@@ -15,18 +31,32 @@ from llmpulse.store._model import (
     WindowDelta,
     WindowKey,
 )
+from llmpulse.store._query import GroupBy, StoredWindow, SummaryRow, metrics_row, rfc3339, summary_row
+from llmpulse.store._store import Store
 
 __all__ = [
     "WINDOW_SECONDS",
     "Checkpoint",
+    "GroupBy",
     "Histogram",
+    "MigrationError",
     "PendingEntry",
     "PendingKind",
     "ProcessorState",
+    "Store",
+    "StoreError",
+    "StoreIntegrityError",
+    "StoreUnavailable",
+    "StoredWindow",
+    "SummaryRow",
     "WindowDelta",
     "WindowKey",
     "bucket_of",
+    "create_engine_for",
     "merged",
+    "metrics_row",
     "quantile",
+    "rfc3339",
+    "summary_row",
     "value_of",
 ]

@@ -1,0 +1,267 @@
+"""Writing a `Checkpoint` inside one transaction: batched, additive window merges and checkpoint rows.
+
+Windows merge by read-modify-write under row locks: on Postgres the rows are created if missing and
+locked in key order by one batched ``INSERT … ON CONFLICT DO UPDATE … RETURNING`` (so concurrent
+workers serialise per window and never deadlock); on SQLite the transaction already holds the
+database's single write lock (``BEGIN IMMEDIATE``). The merged totals are then written with one batched
+upsert. Large statements run as ``executemany`` with rows as tuples through the driver when SQLite is
+the database (its Python-side parameter handling dominates otherwise), and through SQLAlchemy's
+multi-row ``insertmanyvalues`` batching on Postgres (fewer round trips).
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Final, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from llmpulse.store._histogram import merge_into
+from llmpulse.store._model import Checkpoint, WindowDelta, WindowKey
+from llmpulse.store._tables import (
+    COUNT_FIELDS,
+    HIST_FIELDS,
+    KEY_FIELDS,
+    SUM_FIELDS,
+    decode_hist,
+    encode_hist,
+    encode_keys,
+    processor_dedup,
+    processor_meta,
+    processor_offsets,
+    processor_pending,
+    server_counters,
+    windows,
+)
+
+#: Tenants per ``tenant_id IN (…)`` list when SQLite reads the windows a checkpoint touches.
+TENANTS_PER_SELECT: Final = 500
+
+_T = TypeVar("_T")
+_NUM_FIELDS: Final = COUNT_FIELDS + SUM_FIELDS
+_delta_numbers: Final = operator.attrgetter(*_NUM_FIELDS)
+#: Column order of a window row as read (key, numbers, histograms) and written (… then updated_at).
+_READ_FIELDS: Final = KEY_FIELDS + _NUM_FIELDS + HIST_FIELDS
+_WRITE_FIELDS: Final = (*_READ_FIELDS, "updated_at")
+_N_KEY: Final = len(KEY_FIELDS)
+_N_NUM: Final = len(_NUM_FIELDS)
+_LAT: Final = _N_KEY + _N_NUM
+_PENDING_FIELDS: Final = ("consumer", "request_id", "kind", "payload", "seen_at", "expired")
+
+
+def _chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _merge_hist_text(text: str, delta: Mapping[int, int]) -> str:
+    if not delta:
+        return text
+    if text == "{}":
+        return encode_hist(delta)
+    return encode_hist(merge_into(decode_hist(text), delta))
+
+
+def merged_row(
+    key: WindowKey, delta: WindowDelta, stored: Sequence[Any] | None, now: float
+) -> tuple[Any, ...]:
+    """The window row (in write order) holding `stored` (a row in read order, or None) plus `delta`."""
+    numbers: tuple[Any, ...] = _delta_numbers(delta)
+    if stored is None:
+        return (*key, *numbers, encode_hist(delta.latency_hist), encode_hist(delta.ttft_hist), now)
+    numbers = tuple(map(operator.add, stored[_N_KEY:_LAT], numbers))
+    latency = _merge_hist_text(stored[_LAT], delta.latency_hist)
+    ttft = _merge_hist_text(stored[_LAT + 1], delta.ttft_hist)
+    return (*key, *numbers, latency, ttft, now)
+
+
+def _pg_type(name: str) -> str:
+    if name in KEY_FIELDS[:3]:
+        return "VARCHAR"
+    if name in COUNT_FIELDS or name == "window_start":
+        return "BIGINT"
+    if name in HIST_FIELDS:
+        return "TEXT"
+    return "DOUBLE PRECISION"
+
+
+def _pg_unnest(fields: Sequence[str]) -> str:
+    arrays = ", ".join(f"CAST(:{n} AS {_pg_type(n)}[])" for n in fields)
+    return f"unnest({arrays}) AS v({', '.join(fields)})"
+
+
+_PG_KEYS: Final = ", ".join(KEY_FIELDS)
+#: Postgres: create the missing windows and lock all of them in key order, returning the stored figures.
+_PG_LOCK: Final = sa.text(
+    f"INSERT INTO windows ({_PG_KEYS}, updated_at) "
+    f"SELECT {_PG_KEYS}, updated_at FROM {_pg_unnest((*KEY_FIELDS, 'updated_at'))} "
+    f"ORDER BY {_PG_KEYS} "
+    f"ON CONFLICT ({_PG_KEYS}) DO UPDATE SET updated_at = excluded.updated_at "
+    f"RETURNING {', '.join(_READ_FIELDS)}"
+)
+#: Postgres: set the merged totals of the (locked) windows.
+_PG_WRITE: Final = sa.text(
+    "UPDATE windows SET "
+    + ", ".join(f"{n} = v.{n}" for n in _WRITE_FIELDS[_N_KEY:])
+    + f" FROM {_pg_unnest(_WRITE_FIELDS)} WHERE "
+    + " AND ".join(f"windows.{n} = v.{n}" for n in KEY_FIELDS)
+)
+_PG_FLOAT_COLUMNS: Final = tuple(i for i, n in enumerate(_WRITE_FIELDS) if _pg_type(n) == "DOUBLE PRECISION")
+
+
+class _Many:
+    """An INSERT/DELETE compiled once for one dialect and executed for many rows given as tuples."""
+
+    def __init__(self, dialect: sa.Dialect, stmt: Any, fields: Sequence[str]) -> None:
+        self.stmt = stmt
+        self.fields = tuple(fields)
+        self.raw: str | None = None
+        if dialect.name == "sqlite":
+            compiled = stmt.compile(dialect=dialect)
+            if list(compiled.positiontup or ()) != list(self.fields):
+                raise AssertionError(f"parameter order {compiled.positiontup} != {self.fields}")
+            self.raw = str(compiled)
+
+    def run(self, conn: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        if self.raw is not None:
+            conn.exec_driver_sql(self.raw, rows)
+        else:
+            conn.execute(self.stmt, [dict(zip(self.fields, row, strict=True)) for row in rows])
+
+
+class CheckpointWriter:
+    """Writes checkpoints for one engine's dialect; statements are prepared once. Thread-safe."""
+
+    def __init__(self, dialect: sa.Dialect) -> None:
+        """Prepare the statements for `dialect` (``sqlite`` or ``postgresql``). Does not block."""
+        self._postgres = dialect.name == "postgresql"
+        insert = postgresql.insert if self._postgres else sqlite.insert
+
+        def upsert(table: sa.Table, conflict: Sequence[str], set_: Mapping[str, Any]) -> Any:
+            stmt = insert(table)
+            values: dict[str, Any] = {
+                c.name: sa.bindparam(c.name) for c in table.columns if c.name in set_ or c.name in conflict
+            }
+            return stmt.values(values).on_conflict_do_update(
+                index_elements=list(conflict),
+                set_={
+                    k: (v(table, stmt.excluded) if callable(v) else stmt.excluded[k]) for k, v in set_.items()
+                },
+            )
+
+        self._windows_write = _Many(
+            dialect,
+            upsert(windows, KEY_FIELDS, dict.fromkeys(_WRITE_FIELDS[_N_KEY:], True)),
+            _WRITE_FIELDS,
+        )
+        self._windows_read = (
+            sa.select(*(windows.c[n] for n in _READ_FIELDS))
+            .where(windows.c.window_start == sa.bindparam("start"))
+            .where(windows.c.tenant_id.in_(sa.bindparam("tenants", expanding=True)))
+        )
+        self._pending_write = _Many(
+            dialect,
+            upsert(
+                processor_pending, _PENDING_FIELDS[:3], {"payload": True, "seen_at": True, "expired": True}
+            ),
+            _PENDING_FIELDS,
+        )
+        self._pending_delete = _Many(
+            dialect,
+            sa.delete(processor_pending)
+            .where(processor_pending.c.consumer == sa.bindparam("k_consumer"))
+            .where(processor_pending.c.request_id == sa.bindparam("k_request_id"))
+            .where(processor_pending.c.kind == sa.bindparam("k_kind")),
+            ("k_consumer", "k_request_id", "k_kind"),
+        )
+        self._counters = upsert(server_counters, ["name"], {"value": lambda t, x: t.c.value + x.value})
+        self._meta = upsert(
+            processor_meta,
+            ["consumer"],
+            {
+                "watermark": lambda t, x: sa.case(
+                    (x.watermark > t.c.watermark, x.watermark), else_=t.c.watermark
+                )
+            },
+        )
+        self._offsets = upsert(processor_offsets, ["consumer", "partition"], {"next_offset": True})
+
+    def write(self, conn: sa.Connection, cp: Checkpoint, now: float) -> None:
+        """Write every part of `cp` on `conn`, inside the caller's (write) transaction. Blocks."""
+        self._write_windows(conn, cp.windows, now)
+        if cp.pending_upserts:
+            latest = {(e.request_id, e.kind): e for e in cp.pending_upserts}
+            self._pending_write.run(
+                conn,
+                [
+                    (cp.consumer, e.request_id, e.kind, e.payload, e.seen_at, e.expired)
+                    for e in (latest[k] for k in sorted(latest))
+                ],
+            )
+        if cp.pending_deletes:
+            self._pending_delete.run(
+                conn, [(cp.consumer, rid, kind) for rid, kind in sorted(set(cp.pending_deletes))]
+            )
+        if cp.dedup_keys:
+            conn.execute(
+                sa.insert(processor_dedup),
+                {
+                    "consumer": cp.consumer,
+                    "expires_at": cp.dedup_expires_at,
+                    "keys": encode_keys(cp.dedup_keys),
+                },
+            )
+        if cp.counters:
+            conn.execute(self._counters, [{"name": n, "value": cp.counters[n]} for n in sorted(cp.counters)])
+        conn.execute(self._meta, {"consumer": cp.consumer, "watermark": cp.watermark})
+        if cp.offsets:
+            conn.execute(
+                self._offsets,
+                [
+                    {"consumer": cp.consumer, "partition": p, "next_offset": o}
+                    for p, o in sorted(cp.offsets.items())
+                ],
+            )
+
+    def _write_windows(
+        self, conn: sa.Connection, deltas: Mapping[WindowKey, WindowDelta], now: float
+    ) -> None:
+        if not deltas:
+            return
+        keys = sorted(deltas)
+        stored: dict[tuple[Any, ...], Sequence[Any]] = {}
+        if self._postgres:
+            self._write_windows_postgres(conn, keys, deltas, now)
+            return
+        # By window start, then tenant: the (tenant_id, window_start) index answers each read, where
+        # SQLite would scan the table for a row-value IN list. Rows of other routes/models that
+        # share a tenant and a window start come along and are ignored.
+        tenants_by_start: dict[int, set[str]] = {}
+        for k in keys:
+            tenants_by_start.setdefault(k.window_start, set()).add(k.tenant_id)
+        rows: list[Sequence[Any]] = []
+        for start, tenants in sorted(tenants_by_start.items()):
+            for chunk in _chunks(sorted(tenants), TENANTS_PER_SELECT):
+                rows.extend(conn.execute(self._windows_read, {"start": start, "tenants": chunk}).all())
+        for row in rows:
+            stored[tuple(row[:_N_KEY])] = row
+        self._windows_write.run(conn, [merged_row(k, deltas[k], stored.get(k), now) for k in keys])
+
+    @staticmethod
+    def _write_windows_postgres(
+        conn: sa.Connection, keys: list[WindowKey], deltas: Mapping[WindowKey, WindowDelta], now: float
+    ) -> None:
+        # Two statements whatever the number of windows, each taking one array per column.
+        key_columns = [list(column) for column in zip(*keys, strict=True)]
+        params = dict(zip(KEY_FIELDS, key_columns, strict=True))
+        params["updated_at"] = [now] * len(keys)
+        stored = {tuple(row[:_N_KEY]): row for row in conn.execute(_PG_LOCK, params)}
+        rows = [merged_row(k, deltas[k], stored.get(k), now) for k in keys]
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        for i in _PG_FLOAT_COLUMNS:
+            columns[i] = [float(v) for v in columns[i]]
+        conn.execute(_PG_WRITE, dict(zip(_WRITE_FIELDS, columns, strict=True)))

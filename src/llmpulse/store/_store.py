@@ -1,0 +1,272 @@
+"""`Store`: commits processor checkpoints in one transaction and answers window queries.
+
+Every method blocks on the database. One `Store` may be shared by threads (a processor thread committing
+while request handlers query): each call takes its own pooled connection; on an in-memory SQLite
+database, which has a single connection, calls are serialised by a lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from llmpulse.store._commit import CheckpointWriter
+from llmpulse.store._engine import create_engine_for, migrate, translate_errors, write_transaction
+from llmpulse.store._model import (
+    WINDOW_SECONDS,
+    Checkpoint,
+    PendingEntry,
+    ProcessorState,
+    WindowDelta,
+    WindowKey,
+)
+from llmpulse.store._query import GroupBy, StoredWindow, SummaryRow, windows_select
+from llmpulse.store._tables import (
+    decode_keys,
+    delta_from_row,
+    processor_dedup,
+    processor_meta,
+    processor_offsets,
+    processor_pending,
+    server_counters,
+    windows,
+)
+
+
+def _key_of(row: Mapping[Any, Any]) -> WindowKey:
+    return WindowKey(row["tenant_id"], row["route"], row["model"], int(row["window_start"]))
+
+
+def _stored(row: Mapping[Any, Any]) -> StoredWindow:
+    return StoredWindow(
+        key=_key_of(row),
+        delta=delta_from_row(row),
+        updated_at=datetime.fromtimestamp(float(row["updated_at"]), UTC),
+    )
+
+
+class Store:
+    """The window and checkpoint store over SQLite or Postgres. Create it with `Store.open`."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        """Wrap an engine whose schema is already migrated (use `Store.open` instead). Does not block."""
+        self._engine = engine
+        self._dialect: str = engine.dialect.name
+        memory = self._dialect == "sqlite" and engine.url.database in (None, "", ":memory:")
+        self._serial: contextlib.AbstractContextManager[Any] = (
+            threading.RLock() if memory else contextlib.nullcontext()
+        )
+        self._writer = CheckpointWriter(engine.dialect)
+
+    @classmethod
+    def open(cls, url: str) -> Store:
+        """Connect to `url` (see `create_engine_for`) and migrate its schema to the newest revision.
+
+        Idempotent, and safe when several processes open the same database at once. Blocks.
+
+        Raises:
+            ValueError: unknown URL scheme.
+            StoreError: the database cannot be reached or migrated.
+        """
+        engine = create_engine_for(url)
+        try:
+            migrate(engine)
+        except BaseException:
+            engine.dispose()
+            raise
+        return cls(engine)
+
+    @property
+    def engine(self) -> sa.Engine:
+        """The SQLAlchemy engine (for tests and tools; prefer the methods)."""
+        return self._engine
+
+    @property
+    def dialect(self) -> str:
+        """The dialect's name: ``"sqlite"`` or ``"postgresql"``."""
+        return self._dialect
+
+    def close(self) -> None:
+        """Close every pooled connection. Blocks briefly; the store must not be used afterwards."""
+        self._engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- writing ---------------------------------------------------------------------------------------
+
+    def commit(self, checkpoint: Checkpoint) -> None:
+        """Write a checkpoint in ONE transaction: all of it, or (on any error) none of it. Blocks.
+
+        Window deltas are added to the stored windows (counters add, histograms merge bucket by
+        bucket) under row locks taken in key order, so workers writing the same windows merge
+        additively. Pending upserts are applied before pending deletes (a key in both ends deleted).
+        The dedup keys become one chunk row; counters add; the watermark keeps the maximum; the
+        offsets are set.
+
+        Raises:
+            StoreUnavailable: the database is unreachable or busy (retry the same checkpoint).
+            StoreIntegrityError, StoreError: the database rejected the checkpoint.
+        """
+        with (
+            self._serial,
+            translate_errors("committing a checkpoint"),
+            write_transaction(self._engine) as conn,
+        ):
+            self._writer.write(conn, checkpoint, time.time())
+
+    def purge_dedup(self, consumer: str, now: float) -> int:
+        """Delete `consumer`'s dedup chunks that expired at or before `now`; the number deleted. Blocks."""
+        with self._serial, translate_errors("purging dedup keys"), write_transaction(self._engine) as conn:
+            return self._purge(conn, consumer, now)
+
+    @staticmethod
+    def _purge(conn: sa.Connection, consumer: str, now: float) -> int:
+        result = conn.execute(
+            sa.delete(processor_dedup)
+            .where(processor_dedup.c.consumer == consumer)
+            .where(processor_dedup.c.expires_at <= now)
+        )
+        return int(result.rowcount)
+
+    # -- reading ---------------------------------------------------------------------------------------
+
+    def load_state(self, consumer: str, now: float) -> ProcessorState:
+        """What `consumer` committed: offsets, pending entries, unexpired dedup keys, watermark. Blocks.
+
+        Dedup chunks expired at `now` (processor clock, epoch seconds) are deleted on the way.
+        """
+        with (
+            self._serial,
+            translate_errors("loading processor state"),
+            write_transaction(self._engine) as conn,
+        ):
+            self._purge(conn, consumer, now)
+            state = ProcessorState()
+            offsets = sa.select(processor_offsets.c.partition, processor_offsets.c.next_offset).where(
+                processor_offsets.c.consumer == consumer
+            )
+            state.offsets = {int(p): int(o) for p, o in conn.execute(offsets)}
+            pending = (
+                sa.select(processor_pending)
+                .where(processor_pending.c.consumer == consumer)
+                .order_by(
+                    processor_pending.c.seen_at, processor_pending.c.request_id, processor_pending.c.kind
+                )
+            )
+            state.pending = [
+                PendingEntry(
+                    request_id=r["request_id"],
+                    kind=r["kind"],
+                    payload=bytes(r["payload"]),
+                    seen_at=float(r["seen_at"]),
+                    expired=bool(r["expired"]),
+                )
+                for r in conn.execute(pending).mappings()
+            ]
+            chunks = sa.select(processor_dedup.c["keys"]).where(
+                processor_dedup.c.consumer == consumer, processor_dedup.c.expires_at > now
+            )
+            for (blob,) in conn.execute(chunks):
+                state.dedup_keys.update(decode_keys(bytes(blob)))
+            watermark = conn.execute(
+                sa.select(processor_meta.c.watermark).where(processor_meta.c.consumer == consumer)
+            ).scalar()
+            state.watermark = float(watermark) if watermark is not None else 0.0
+            return state
+
+    @contextlib.contextmanager
+    def _reading(self, action: str) -> Iterator[sa.Connection]:
+        with self._serial, translate_errors(action), self._engine.connect() as conn:
+            yield conn
+
+    def query_windows(
+        self,
+        tenant_id: str,
+        *,
+        route: str | None = None,
+        model: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        limit: int = 60,
+    ) -> list[StoredWindow]:
+        """A tenant's windows starting in ``[start, end)``, newest first (ties by route, then model),
+        at most `limit`. Open windows are included. Blocks.
+
+        Raises:
+            ValueError: `limit` < 1, or a naive `start`/`end`.
+        """
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit!r}")
+        query = windows_select(tenant_id, route=route, model=model, start=start, end=end).limit(limit)
+        with self._reading("querying windows") as conn:
+            return [_stored(row) for row in conn.execute(query).mappings()]
+
+    def summary(
+        self,
+        tenant_id: str,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        group_by: GroupBy | None = None,
+        route: str | None = None,
+        model: str | None = None,
+    ) -> list[SummaryRow]:
+        """Rollups of a tenant's windows starting in ``[start, end)``: one row per model or per route
+        (ascending), or one row in all when `group_by` is None; none when no window matches.
+        Histograms are merged, so percentiles are those of the union. Blocks.
+
+        Raises:
+            ValueError: an unknown `group_by`, or a naive `start`/`end`.
+        """
+        if group_by not in (None, "model", "route"):
+            raise ValueError(f"group_by must be 'model', 'route' or None, got {group_by!r}")
+        query = windows_select(tenant_id, route=route, model=model, start=start, end=end)
+        groups: dict[str, tuple[WindowDelta, list[int]]] = {}
+        first = last = None
+        with self._reading("summarising windows") as conn:
+            for row in conn.execute(query).mappings():
+                group = "" if group_by is None else str(row[group_by])
+                delta, count = groups.setdefault(group, (WindowDelta(), [0]))
+                delta.merge(delta_from_row(row))
+                count[0] += 1
+                ws = int(row["window_start"])
+                first = ws if first is None else min(first, ws)
+                last = ws if last is None else max(last, ws)
+        if first is None or last is None:
+            return []
+        lo = start if start is not None else datetime.fromtimestamp(first, UTC)
+        hi = end if end is not None else datetime.fromtimestamp(last + WINDOW_SECONDS, UTC)
+        return [
+            SummaryRow(
+                tenant_id=tenant_id,
+                route=group if group_by == "route" else route,
+                model=group if group_by == "model" else model,
+                start=lo,
+                end=hi,
+                windows=count[0],
+                delta=delta,
+            )
+            for group, (delta, count) in sorted(groups.items())
+        ]
+
+    def counters(self) -> dict[str, int]:
+        """The server-wide counters (orphan responses, duplicates, …) summed over every commit. Blocks."""
+        with self._reading("reading counters") as conn:
+            rows = conn.execute(sa.select(server_counters.c.name, server_counters.c.value))
+            return {str(name): int(value) for name, value in rows}
+
+    def tenants(self) -> list[str]:
+        """Every tenant with at least one stored window, ascending. Blocks."""
+        with self._reading("listing tenants") as conn:
+            query = sa.select(windows.c.tenant_id).distinct().order_by(windows.c.tenant_id)
+            return [str(t) for t in conn.execute(query).scalars()]

@@ -1,0 +1,164 @@
+"""The store's tables (SQLAlchemy Core, portable types) and the codecs between rows and model objects.
+
+Times are stored as epoch seconds in UTC: ``windows.window_start`` as an integer (the window's first
+second, aligned to the minute, as in `WindowKey`), other instants (``updated_at``, ``seen_at``,
+``expires_at``, ``watermark``) as double precision. Integer epochs compare, index and sort the same on
+SQLite and Postgres, need no timezone handling, and match what the processor computes with.
+
+The migrations in ``migrations/versions`` create exactly these tables; a test checks they agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+import msgspec
+import sqlalchemy as sa
+
+from llmpulse.store._histogram import Histogram
+from llmpulse.store._model import WindowDelta
+
+#: Longest name column (tenant, route, model, consumer, counter), as `llmpulse.events` limits names.
+MAX_NAME_LEN: Final = 256
+#: Longest identifier column (``request_id``), as `llmpulse.events` limits identifiers.
+MAX_ID_LEN: Final = 128
+
+#: Integer counters of a window (BigInteger columns named as the `WindowDelta` fields).
+COUNT_FIELDS: Final = (
+    "requests",
+    "errors",
+    "timeouts",
+    "late",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "latency_count",
+    "ttft_count",
+    "cost_unknown",
+)
+#: Floating-point sums of a window (double precision columns).
+SUM_FIELDS: Final = ("latency_sum_ms", "ttft_sum_ms", "cost_usd")
+#: Histograms of a window (compact JSON text ``{"bucket": count}``).
+HIST_FIELDS: Final = ("latency_hist", "ttft_hist")
+#: The window's key columns, in primary-key order.
+KEY_FIELDS: Final = ("tenant_id", "route", "model", "window_start")
+
+metadata = sa.MetaData()
+
+windows = sa.Table(
+    "windows",
+    metadata,
+    sa.Column("tenant_id", sa.String(MAX_NAME_LEN), primary_key=True),
+    sa.Column("route", sa.String(MAX_NAME_LEN), primary_key=True),
+    sa.Column("model", sa.String(MAX_NAME_LEN), primary_key=True),
+    sa.Column("window_start", sa.BigInteger, primary_key=True, autoincrement=False),
+    *(sa.Column(name, sa.BigInteger, nullable=False, server_default="0") for name in COUNT_FIELDS),
+    *(sa.Column(name, sa.Double, nullable=False, server_default="0") for name in SUM_FIELDS),
+    *(sa.Column(name, sa.Text, nullable=False, server_default="{}") for name in HIST_FIELDS),
+    sa.Column("updated_at", sa.Double, nullable=False),
+)
+#: Serves `query_windows`: a tenant's windows newest first, ties by route then model, without sorting.
+sa.Index(
+    "ix_windows_tenant_start",
+    windows.c.tenant_id,
+    windows.c.window_start.desc(),
+    windows.c.route,
+    windows.c.model,
+)
+
+processor_offsets = sa.Table(
+    "processor_offsets",
+    metadata,
+    sa.Column("consumer", sa.String(MAX_NAME_LEN), primary_key=True),
+    sa.Column("partition", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("next_offset", sa.BigInteger, nullable=False),
+)
+
+processor_pending = sa.Table(
+    "processor_pending",
+    metadata,
+    sa.Column("consumer", sa.String(MAX_NAME_LEN), primary_key=True),
+    sa.Column("request_id", sa.String(MAX_ID_LEN), primary_key=True),
+    sa.Column("kind", sa.String(16), primary_key=True),
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+    sa.Column("seen_at", sa.Double, nullable=False),
+    sa.Column("expired", sa.Boolean, nullable=False),
+)
+
+processor_dedup = sa.Table(
+    "processor_dedup",
+    metadata,
+    sa.Column(
+        "chunk_id",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("consumer", sa.String(MAX_NAME_LEN), nullable=False),
+    sa.Column("expires_at", sa.Double, nullable=False),
+    sa.Column("keys", sa.LargeBinary, nullable=False),
+)
+sa.Index("ix_processor_dedup_consumer_expires", processor_dedup.c.consumer, processor_dedup.c.expires_at)
+
+processor_meta = sa.Table(
+    "processor_meta",
+    metadata,
+    sa.Column("consumer", sa.String(MAX_NAME_LEN), primary_key=True),
+    sa.Column("watermark", sa.Double, nullable=False),
+)
+
+server_counters = sa.Table(
+    "server_counters",
+    metadata,
+    sa.Column("name", sa.String(MAX_NAME_LEN), primary_key=True),
+    sa.Column("value", sa.BigInteger, nullable=False),
+)
+
+_hist_decoder: Final = msgspec.json.Decoder(dict[int, int])
+_keys_decoder: Final = msgspec.msgpack.Decoder(list[str])
+
+
+def encode_hist(hist: Mapping[int, int]) -> str:
+    """Compact JSON text of a histogram, buckets in ascending order (``{"-3":1,"12":4}``)."""
+    if not hist:
+        return "{}"
+    return msgspec.json.encode({b: hist[b] for b in sorted(hist)}).decode()
+
+
+def decode_hist(text: str | bytes) -> Histogram:
+    """The histogram a stored JSON text holds."""
+    return _hist_decoder.decode(text)
+
+
+def encode_keys(keys: list[str]) -> bytes:
+    """A dedup chunk's blob: the msgpack array of its keys."""
+    return msgspec.msgpack.encode(keys)
+
+
+def decode_keys(blob: bytes) -> list[str]:
+    """The keys a dedup chunk's blob holds."""
+    return _keys_decoder.decode(blob)
+
+
+def delta_from_row(row: Mapping[Any, Any]) -> WindowDelta:
+    """A `WindowDelta` holding a stored window row's figures."""
+    d = WindowDelta()
+    for name in COUNT_FIELDS:
+        setattr(d, name, int(row[name]))
+    for name in SUM_FIELDS:
+        setattr(d, name, float(row[name]))
+    d.latency_hist = decode_hist(row["latency_hist"])
+    d.ttft_hist = decode_hist(row["ttft_hist"])
+    return d
+
+
+def row_values(delta: WindowDelta) -> dict[str, Any]:
+    """The non-key column values of a window row holding `delta`'s figures."""
+    values: dict[str, Any] = {name: getattr(delta, name) for name in COUNT_FIELDS}
+    values.update({name: getattr(delta, name) for name in SUM_FIELDS})
+    values["latency_hist"] = encode_hist(delta.latency_hist)
+    values["ttft_hist"] = encode_hist(delta.ttft_hist)
+    return values

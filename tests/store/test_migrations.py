@@ -1,0 +1,66 @@
+"""Migrations: run on open, idempotent, concurrent-safe, and equal to the table definitions."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from llmpulse.store import Store
+from llmpulse.store._tables import metadata
+
+VERSION_TABLE = "llmpulse_store_version"
+
+
+def _version_rows(store: Store) -> list[str]:
+    with store.engine.connect() as conn:
+        return [str(v) for v in conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars()]
+
+
+def test_open_twice_is_idempotent(store_url: str) -> None:
+    with Store.open(store_url) as first:
+        versions = _version_rows(first)
+    with Store.open(store_url) as second:
+        assert _version_rows(second) == versions
+        assert versions == ["0001"]
+        tables = set(sa.inspect(second.engine).get_table_names())
+    assert {t.name for t in metadata.sorted_tables} <= tables
+
+
+def test_migrated_schema_matches_table_definitions(store: Store) -> None:
+    with store.engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        diff = compare_metadata(context, metadata)
+    assert [d for d in diff if not _is_version_table(d)] == []
+
+
+def _is_version_table(diff: object) -> bool:
+    return isinstance(diff, tuple) and diff[0] == "remove_table" and diff[1].name == VERSION_TABLE
+
+
+def test_windows_query_index_exists(store: Store) -> None:
+    indexes = {ix["name"]: ix for ix in sa.inspect(store.engine).get_indexes("windows")}
+    assert "ix_windows_tenant_start" in indexes
+    assert indexes["ix_windows_tenant_start"]["column_names"][0] == "tenant_id"
+
+
+def test_concurrent_opens_from_processes_migrate_once(store_url: str) -> None:
+    url = store_url
+    code = "import sys; from llmpulse.store import Store; Store.open(sys.argv[1]).close()"
+    procs = [subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE) for _ in range(4)]
+    results = [(p.wait(timeout=60), p.stderr.read() if p.stderr else b"") for p in procs]
+    for p in procs:
+        if p.stderr:
+            p.stderr.close()
+    assert results == [(0, b"")] * 4
+    with Store.open(url) as store:
+        assert _version_rows(store) == ["0001"]
+
+
+def test_importing_the_migration_env_module_does_nothing() -> None:
+    import llmpulse.store.migrations.env as env
+
+    assert callable(env._run)
