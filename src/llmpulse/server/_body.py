@@ -1,0 +1,145 @@
+"""Reading request bodies under a size limit, with bounded gzip decompression.
+
+The limit (`Limits.max_body_bytes`) holds while the body streams in, for chunked bodies too: a
+``Content-Length`` over the limit is refused before anything is read, and a body that grows past it
+is refused as soon as it does (413). A gzip body is decompressed incrementally with a bounded output,
+so a zip bomb costs at most the limit in memory and CPU before it is refused (413); a corrupt gzip
+stream is a 400. Only JSON and NDJSON bodies are accepted (415 otherwise), in UTF-8.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Final
+
+from starlette.requests import ClientDisconnect, Request
+
+from llmpulse.server._errors import ApiError
+
+#: Content types read as one JSON document (an object, or an array for `/v1/events`).
+JSON_TYPES: Final = frozenset({"application/json"})
+#: Content types read as NDJSON (one JSON object a line).
+NDJSON_TYPES: Final = frozenset(
+    {"application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines"}
+)
+_GZIP: Final = frozenset({"gzip", "x-gzip"})
+_IDENTITY: Final = frozenset({"", "identity"})
+
+
+@dataclass(frozen=True, slots=True)
+class Body:
+    """A request body as read: the (decompressed) bytes and whether it is NDJSON."""
+
+    data: bytes
+    ndjson: bool
+
+
+def media_type(request: Request, *, allow_ndjson: bool) -> bool:
+    """Check the Content-Type; return True for NDJSON. Raises `ApiError` 415 for anything else.
+
+    A missing Content-Type is read as JSON.
+    """
+    raw = request.headers.get("content-type")
+    if raw is None:
+        return False
+    value = raw.split(";", 1)[0].strip().lower()
+    if value in JSON_TYPES or (value.startswith("application/") and value.endswith("+json")):
+        return False
+    if allow_ndjson and value in NDJSON_TYPES:
+        return True
+    accepted = "application/json or application/x-ndjson" if allow_ndjson else "application/json"
+    raise ApiError(415, f"`Content-Type` must be {accepted}, got {raw!r}")
+
+
+def _gzipped(request: Request) -> bool:
+    raw = request.headers.get("content-encoding", "")
+    codings = [c.strip().lower() for c in raw.split(",") if c.strip()]
+    codings = [c for c in codings if c not in _IDENTITY]
+    if not codings:
+        return False
+    if len(codings) == 1 and codings[0] in _GZIP:
+        return True
+    raise ApiError(415, f"`Content-Encoding` must be gzip or identity, got {raw!r}")
+
+
+def _too_large(limit: int, what: str = "request body") -> ApiError:
+    return ApiError(413, f"{what} is larger than the limit of {limit} bytes (max_body_bytes)")
+
+
+class _Gunzip:
+    """Incremental gzip decompression whose output may never exceed `limit` bytes."""
+
+    __slots__ = ("_d", "_fed", "_limit", "_parts", "_size")
+
+    def __init__(self, limit: int) -> None:
+        self._d = zlib.decompressobj(wbits=31)
+        self._limit = limit
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._fed = False
+
+    def feed(self, data: bytes) -> None:
+        """Decompress one chunk. Raises `ApiError` 413 past the limit, 400 on corrupt data."""
+        self._fed = self._fed or bool(data)
+        while data:
+            if self._d.eof:  # a further gzip member follows (concatenated gzip is valid)
+                self._d = zlib.decompressobj(wbits=31)
+            room = self._limit - self._size
+            try:
+                out = self._d.decompress(data, room + 1)
+            except zlib.error as exc:
+                raise ApiError(400, f"request body is not valid gzip: {exc}") from None
+            self._size += len(out)
+            if self._size > self._limit:
+                raise _too_large(self._limit, "decompressed request body")
+            self._parts.append(out)
+            data = self._d.unused_data if self._d.eof else self._d.unconsumed_tail
+
+    def finish(self) -> bytes:
+        """The whole decompressed body. Raises `ApiError` 400 when the stream is truncated."""
+        if self._fed and not self._d.eof:
+            raise ApiError(400, "request body is not valid gzip: the stream is truncated")
+        return b"".join(self._parts)
+
+
+async def read_body(request: Request, max_bytes: int, *, allow_ndjson: bool) -> Body:
+    """Read the whole body of `request` under `max_bytes`, decompressing gzip. Awaits the client.
+
+    Raises `ApiError`: 413 (too large, also after decompression), 415 (content type or encoding),
+    400 (corrupt gzip, bad Content-Length, empty body, invalid UTF-8, client gone).
+    """
+    ndjson = media_type(request, allow_ndjson=allow_ndjson)
+    gzipped = _gzipped(request)
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            length = int(declared)
+        except ValueError:
+            raise ApiError(400, f"`Content-Length` is not an integer: {declared!r}") from None
+        if length > max_bytes:
+            raise _too_large(max_bytes)
+    gunzip = _Gunzip(max_bytes) if gzipped else None
+    parts: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            if not chunk:
+                continue
+            size += len(chunk)
+            if size > max_bytes:
+                raise _too_large(max_bytes)
+            if gunzip is not None:
+                gunzip.feed(chunk)
+            else:
+                parts.append(chunk)
+    except ClientDisconnect:
+        raise ApiError(400, "the client disconnected before sending the whole body") from None
+    data = gunzip.finish() if gunzip is not None else b"".join(parts)
+    if not data or data.isspace():
+        raise ApiError(400, "request body is empty")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, f"request body is not valid UTF-8 (byte {exc.start})") from None
+    return Body(data, ndjson)

@@ -1,0 +1,104 @@
+"""Health and statistics: ``GET /health`` and ``GET /v1/stats``.
+
+``/health`` answers 200 ``{"status": "ok", ...}`` while the server can accept and process events, and
+503 ``{"status": "degraded", ...}`` when the embedded processor's thread has died (ingest still works:
+events wait in the log until a processor reads them). The figures come from the log, the processor
+runner and the store; collecting them blocks briefly, so it runs on a worker thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Protocol, runtime_checkable
+
+from anyio import to_thread
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import Response
+
+from llmpulse.server._errors import json_response
+from llmpulse.server._state import ServerState, server_state
+
+_log = logging.getLogger("llmpulse.server")
+
+router = APIRouter(tags=["health"])
+
+
+@runtime_checkable
+class _HasStats(Protocol):
+    def stats(self) -> dict[str, Any]:
+        """Figures to show in /health."""
+        ...
+
+
+def _log_info(state: ServerState) -> dict[str, Any]:
+    log = state.log
+    if log is None:
+        return {"open": False}
+    info: dict[str, Any] = {"open": True}
+    try:
+        info["end_offsets"] = {str(p): log.end_offset(p) for p in log.partitions()}
+        if isinstance(log, _HasStats):
+            info.update(log.stats())
+    except Exception as exc:  # a health probe reports a broken log, it does not fail on it
+        info["error"] = f"{type(exc).__name__}: {exc}"
+    return info
+
+
+def _counters(state: ServerState) -> dict[str, Any]:
+    if state.store is None:
+        return {}
+    try:
+        return dict(state.store.counters())
+    except Exception as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def collect(state: ServerState) -> tuple[bool, dict[str, Any]]:
+    """(healthy, body) of ``/health``. Blocks briefly (reads the log and the store)."""
+    runner = state.runner
+    processor: dict[str, Any] | None = None
+    healthy = state.log is not None and state.store is not None
+    if runner is not None:
+        try:
+            processor = runner.stats()
+        except Exception as exc:
+            processor = {"alive": runner.alive, "error": f"{type(exc).__name__}: {exc}"}
+        healthy = healthy and runner.alive
+    elif state.settings.run_processor:
+        healthy = False
+    body = {
+        "status": "ok" if healthy else "degraded",
+        "uptime_s": round(time.time() - state.started_at, 3),
+        "log": _log_info(state),
+        "processor": processor,
+        "counters": _counters(state),
+    }
+    return healthy, body
+
+
+@router.get(
+    "/health",
+    summary="Liveness and figures of the log, the processor and the store",
+    responses={503: {"description": "The processor thread died or the server is not ready"}},
+)
+async def health(request: Request) -> Response:
+    """200 while healthy, 503 when the embedded processor died; the body has the figures either way."""
+    state = server_state(request)
+    healthy, body = await to_thread.run_sync(collect, state)
+    if not healthy:
+        _log.warning("health check failed: %s", body.get("processor"))
+    return json_response(body, 200 if healthy else 503)
+
+
+@router.get("/v1/stats", summary="Server-wide counters (orphan responses, duplicates, unknown costs, ...)")
+async def stats(request: Request) -> Response:
+    """The store's server-wide counters and the log's figures."""
+    state = server_state(request)
+
+    def gather() -> dict[str, Any]:
+        """Read the counters and the log's figures (blocks)."""
+        return {"counters": _counters(state), "log": _log_info(state)}
+
+    return json_response(await to_thread.run_sync(gather))
