@@ -41,8 +41,10 @@ class ServerProcess:
     def start(self, timeout: float = 60.0) -> ServerProcess:
         """Start the server and wait for /health to answer 200."""
         cmd = [sys.executable, "-m", "llmpulse", "serve", "--host", HOST, "--port", str(self.port), *self.args]
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(cmd, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                cmd, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy()
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
