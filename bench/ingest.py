@@ -175,7 +175,7 @@ async def _drive_llmpulse(port: int, bodies: list[bytes], sizes: list[int], tota
     load = await post_bodies(HOST, port, "/v1/events", bodies, sizes)
     acked_at = time.perf_counter()
     while True:
-        status, payload = await get_json(HOST, port, "/health")
+        _, payload = await get_json(HOST, port, "/health")
         info = msgspec.json.decode(payload)
         processor = info.get("processor", {})
         if processor.get("processed_events", 0) >= total and processor.get("lag_records", 1) == 0:

@@ -40,7 +40,17 @@ class ServerProcess:
 
     def start(self, timeout: float = 60.0) -> ServerProcess:
         """Start the server and wait for /health to answer 200."""
-        cmd = [sys.executable, "-m", "llmpulse", "serve", "--host", HOST, "--port", str(self.port), *self.args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "llmpulse",
+            "serve",
+            "--host",
+            HOST,
+            "--port",
+            str(self.port),
+            *self.args,
+        ]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 cmd, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy()

@@ -62,7 +62,9 @@ class Sender(threading.Thread):
                     while True:
                         try:
                             response = client.post(
-                                f"{self.url}/v1/events", content=body, headers={"content-type": "application/json"}
+                                f"{self.url}/v1/events",
+                                content=body,
+                                headers={"content-type": "application/json"},
                             )
                         except httpx.TransportError:
                             self.resent += 1
@@ -125,9 +127,12 @@ def _row_mismatches(key: WindowKey, got: dict[str, Any], want: ExpectedWindow) -
             out.append(f"{key} p95_latency_ms: served {got['p95_latency_ms']}, expected {p95} ± 1%")
     elif got["avg_latency_ms"] is not None:
         out.append(f"{key} avg_latency_ms: served {got['avg_latency_ms']}, expected null")
-    if want.requests and want.cost_unknown < want.requests:
-        if not math.isclose(got["estimated_cost_usd"], want.cost_usd, rel_tol=1e-9, abs_tol=1e-12):
-            out.append(f"{key} estimated_cost_usd: served {got['estimated_cost_usd']}, expected {want.cost_usd}")
+    if (
+        want.requests
+        and want.cost_unknown < want.requests
+        and not math.isclose(got["estimated_cost_usd"], want.cost_usd, rel_tol=1e-9, abs_tol=1e-12)
+    ):
+        out.append(f"{key} estimated_cost_usd: served {got['estimated_cost_usd']}, expected {want.cost_usd}")
     return out
 
 

@@ -49,7 +49,12 @@ def test_streamlens_request_body_decodes_unchanged() -> None:
     del body["type"]
     event = decode_one(_enc(body), LLMRequest, Limits(), NOW)
     assert isinstance(event, LLMRequest)
-    assert (event.request_id, event.tenant_id, event.route, event.prompt_tokens) == ("r1", "acme", "chat", 321)
+    assert (event.request_id, event.tenant_id, event.route, event.prompt_tokens) == (
+        "r1",
+        "acme",
+        "chat",
+        321,
+    )
     assert event.metadata == {"experiment": "v3"}
 
 
@@ -119,7 +124,9 @@ def test_response_error_may_be_null_string_or_object() -> None:
         assert isinstance(event, LLMResponse)
         assert event.is_error is (error is not None)
     with pytest.raises(EventValidationError, match="error"):
-        decode_one(_enc({"request_id": "r", "timestamp": TS, "latency_ms": 1, "error": 5}), LLMResponse, Limits())
+        decode_one(
+            _enc({"request_id": "r", "timestamp": TS, "latency_ms": 1, "error": 5}), LLMResponse, Limits()
+        )
 
 
 def test_latency_must_be_a_finite_non_negative_number() -> None:
@@ -142,9 +149,17 @@ def test_call_event_defaults_and_token_rules() -> None:
     assert call.request_id  # assigned at ingest
     assert call.event_type == "llm_cost"
     with pytest.raises(EventValidationError, match="cached_input_tokens"):
-        decode_one(_enc({"model": "m", "timestamp": TS, "input_tokens": 1, "cached_input_tokens": 2}), LLMCall, Limits())
+        decode_one(
+            _enc({"model": "m", "timestamp": TS, "input_tokens": 1, "cached_input_tokens": 2}),
+            LLMCall,
+            Limits(),
+        )
     with pytest.raises(EventValidationError, match="reasoning_tokens"):
-        decode_one(_enc({"model": "m", "timestamp": TS, "output_tokens": 1, "reasoning_tokens": 2}), LLMCall, Limits())
+        decode_one(
+            _enc({"model": "m", "timestamp": TS, "output_tokens": 1, "reasoning_tokens": 2}),
+            LLMCall,
+            Limits(),
+        )
 
 
 def test_call_json_carries_token_copilot_and_llmpulse_fields() -> None:
@@ -165,7 +180,12 @@ def test_call_json_carries_token_copilot_and_llmpulse_fields() -> None:
 
 
 def test_batch_reports_each_bad_item_and_keeps_the_good_ones() -> None:
-    items = [_req(request_id="a"), _req(request_id="b", prompt_tokens="x"), {"type": "nope"}, _req(request_id="c")]
+    items = [
+        _req(request_id="a"),
+        _req(request_id="b", prompt_tokens="x"),
+        {"type": "nope"},
+        _req(request_id="c"),
+    ]
     result = decode_batch(_enc(items), Limits(), now=NOW)
     assert [e.request_id for e in result.events] == ["a", "c"]  # type: ignore[union-attr]
     assert [r.index for r in result.rejected] == [1, 2]
@@ -202,7 +222,9 @@ def test_batch_size_limit_and_malformed_bodies() -> None:
 
 def test_log_encoding_round_trips_every_kind() -> None:
     events = [
-        LLMRequest(request_id="r", tenant_id="t", model="m", timestamp=NOW, prompt_tokens=1, metadata={"a": [1]}),
+        LLMRequest(
+            request_id="r", tenant_id="t", model="m", timestamp=NOW, prompt_tokens=1, metadata={"a": [1]}
+        ),
         LLMResponse(request_id="r", timestamp=NOW, latency_ms=1.5, error={"code": 500}),
         LLMCall(model="m", timestamp=NOW, input_tokens=5, cached_input_tokens=2, request_id="c"),
     ]

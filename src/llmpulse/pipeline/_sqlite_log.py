@@ -9,6 +9,7 @@ they only ever grow, even after old records are pruned. Each row holds one appen
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -194,10 +195,9 @@ class SQLiteEventLog:
         for item in batch:
             by_loop.setdefault(item.loop, []).append(item)
         for loop, items in by_loop.items():
-            try:
+            # a closed event loop raises RuntimeError: nobody waits for the answer any more
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_resolve, items, error)
-            except RuntimeError:
-                pass  # that event loop is closed: nobody waits for the answer any more
 
     def release(self, partition: int, offset: int) -> None:
         """Tell the log that records of `partition` before `offset` are consumed and may be pruned."""
@@ -225,10 +225,14 @@ class SQLiteEventLog:
         """Records at offsets ≥ `offset`, oldest first, at most `max_records`. Blocks briefly."""
         if partition != 0:
             raise ValueError(f"the SQLite log has only partition 0, not {partition}")
-        rows = self._reader().execute(
-            'SELECT "offset", payload FROM event_log WHERE "offset" >= ? ORDER BY "offset" LIMIT ?',
-            (offset, max_records),
-        ).fetchall()
+        rows = (
+            self._reader()
+            .execute(
+                'SELECT "offset", payload FROM event_log WHERE "offset" >= ? ORDER BY "offset" LIMIT ?',
+                (offset, max_records),
+            )
+            .fetchall()
+        )
         return [LogRecord(0, off, decode_log(payload)) for off, payload in rows]
 
     def end_offset(self, partition: int) -> int:
