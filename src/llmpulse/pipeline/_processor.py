@@ -1,0 +1,584 @@
+"""The processor core: events in, window deltas, pending joins and dedup keys out. Pure.
+
+No I/O, no threads, no clock reads: the caller passes `now` (its wall clock, epoch seconds) to every
+call, and commits what `checkpoint` returns together with the log offsets it covers.
+
+Rules (see issue 2):
+
+* A request and its response join by `request_id` in either order; a call event needs no join. The
+  pair (or call) counts in the one-minute window of the request's (call's) timestamp, keyed by
+  tenant, route and model: one request, an error if the response (call) failed, its tokens, its
+  latency and time to first token in the sums and histograms, and its cost (a call's own `cost` wins;
+  else genai-prices through `Pricer`; unknown → `cost_unknown` + 1, never $0).
+* Duplicates (same `request_id` and kind) count once: while pending, once joined, and after a restart
+  (dedup keys travel through `Checkpoint.dedup_keys` and `ProcessorState.dedup_keys`). A joined pair
+  leaves one key ``p:<request_id>`` that covers both halves; a call leaves ``c:<request_id>``. A call
+  without a `request_id` cannot be recognised as a duplicate and always counts.
+* A request without its response `orphan_timeout_s` after the processor first saw it counts in its
+  window as a request, an error and a timeout, with its prompt tokens, no latency, and the cost of its
+  prompt tokens alone (unknown model: `cost_unknown`). It stays pending, marked expired; if the
+  response comes later a correction makes the window equal to the joined result (errors and timeouts
+  − 1, the response's figures and the rest of the cost added). A response whose request has not come
+  in that time counts in `counters["orphan_responses"]`; if the request comes later the counter goes
+  back down and the pair counts normally.
+* The watermark is the highest event time seen (request and call timestamps, the times that place
+  calls in windows). A contribution to a window is late when, as it is counted, the window's end is at
+  or before `watermark - allowed_lateness_s`; it is counted anyway, and `late` (window) and
+  `counters["late_events"]` record it. Timeouts are not arrivals and are never late.
+* Expired pending entries and dedup keys are forgotten `dedup_ttl_s` after they were first seen or
+  completed (keys restored from a checkpoint are timed from the first call after the restart).
+
+The processor's clock is made monotonic (a `now` earlier than one already seen counts as that one).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final, TypeVar
+
+from llmpulse.events import Event, LLMCall, LLMRequest, LLMResponse, decode_log, encode_log
+from llmpulse.pricing import Pricer
+from llmpulse.store._histogram import GAMMA, MIN_VALUE, ZERO_BUCKET
+from llmpulse.store._model import (
+    WINDOW_SECONDS,
+    Checkpoint,
+    PendingEntry,
+    PendingKind,
+    ProcessorState,
+    WindowDelta,
+    WindowKey,
+)
+
+#: Prefix of the dedup key of a joined request/response pair (it covers both halves).
+PAIR_KEY_PREFIX: Final = "p:"
+#: Prefix of the dedup key of a call event.
+CALL_KEY_PREFIX: Final = "c:"
+
+_INV_LOG_GAMMA: Final = 1.0 / math.log(GAMMA)
+_W: Final = WINDOW_SECONDS
+
+# (event, seen_at on the processor's clock, checkpoint generation that created it, window start)
+_ReqEntry = tuple[LLMRequest, float, int, int]
+_RespEntry = tuple[LLMResponse, float, int, int]
+_Key = tuple[str, str, str, int]
+_E = TypeVar("_E", _ReqEntry, _RespEntry)
+# builds a WindowKey from a plain tuple without NamedTuple's Python-level constructor
+_new_key: Final = tuple.__new__
+# per-model (base, per input token, per output token); None: price through Pricer.cost
+_PairRates = tuple[float, float, float] | None
+_UNSEEN: Final = (0.0, 0.0, 0.0)  # marker: model not looked up yet
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessorConfig:
+    """Settings of the processor core, validated on construction (`ValueError` naming the field).
+
+    Attributes:
+        orphan_timeout_s: how long after the processor first saw a request (its own clock, not event
+            time, so a backfill of old events is not orphaned) it counts it as a timeout; likewise for
+            a response without its request.
+        dedup_ttl_s: how long duplicates are recognised after an event is counted (and expired
+            pending entries kept for a late other half); at least `orphan_timeout_s`.
+        allowed_lateness_s: how far behind the watermark a window may end before contributions to
+            it are counted as late.
+    """
+
+    orphan_timeout_s: float = 300.0
+    dedup_ttl_s: float = 86400.0
+    allowed_lateness_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        for name in ("orphan_timeout_s", "dedup_ttl_s", "allowed_lateness_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+        if self.orphan_timeout_s <= 0:
+            raise ValueError(f"orphan_timeout_s must be > 0, got {self.orphan_timeout_s!r}")
+        if self.dedup_ttl_s < self.orphan_timeout_s:
+            raise ValueError(
+                f"dedup_ttl_s ({self.dedup_ttl_s!r}) must be >= orphan_timeout_s ({self.orphan_timeout_s!r})"
+            )
+        if self.allowed_lateness_s < 0:
+            raise ValueError(f"allowed_lateness_s must be >= 0, got {self.allowed_lateness_s!r}")
+
+
+def _window_start(ts: datetime) -> int:
+    return int(ts.timestamp() // _W) * _W
+
+
+class ProcessorCore:
+    """Joins, deduplicates and windows events; hands changes over in checkpoints. Pure; never blocks.
+
+    Not thread-safe: one core per worker thread (or partition). Every method is CPU-only.
+
+    Memory: every pending half holds its event; every remembered dedup key costs about 100 bytes
+    (so a sustained 1,000 calls/s with the default 24 h TTL keeps ~86M keys, ~9 GB: size
+    `dedup_ttl_s` to the traffic). `stats()` reports the sizes.
+    """
+
+    def __init__(self, config: ProcessorConfig, pricer: Pricer, state: ProcessorState | None = None) -> None:
+        """Start empty, or resume from `state` (pending joins, dedup keys and watermark)."""
+        self._config = config
+        self._pricer = pricer
+        self._rates: dict[str, _PairRates] = {}
+        self._req: dict[str, _ReqEntry] = {}
+        self._resp: dict[str, _RespEntry] = {}
+        self._req_expired: dict[str, _ReqEntry] = {}
+        self._resp_expired: dict[str, _RespEntry] = {}
+        self._done_pairs: dict[str, float] = {}
+        self._done_calls: dict[str, float] = {}
+        self._new_pairs: list[str] = []
+        self._new_calls: list[str] = []
+        self._windows: dict[WindowKey, WindowDelta] = {}
+        self._deletes: list[tuple[str, PendingKind]] = []
+        self._expired_since: list[tuple[str, PendingKind]] = []
+        self._gen = 0
+        self._now = -math.inf
+        self._anchored = True
+        self._watermark = 0.0
+        self._totals: dict[str, int] = {}
+        self._delta: dict[str, int] = {}
+        if state is not None:
+            self._restore(state)
+
+    # ------------------------------------------------------------------ restore
+
+    def _restore(self, state: ProcessorState) -> None:
+        self._watermark = state.watermark
+        for entry in sorted(state.pending, key=lambda e: e.seen_at):
+            (event,) = decode_log(entry.payload)
+            if entry.kind == "request":
+                if not isinstance(event, LLMRequest):
+                    raise ValueError(f"pending request {entry.request_id!r} holds a {type(event).__name__}")
+                target_req = self._req_expired if entry.expired else self._req
+                target_req[entry.request_id] = (event, entry.seen_at, -1, _window_start(event.timestamp))
+            else:
+                if not isinstance(event, LLMResponse):
+                    raise ValueError(f"pending response {entry.request_id!r} holds a {type(event).__name__}")
+                target_resp = self._resp_expired if entry.expired else self._resp
+                target_resp[entry.request_id] = (event, entry.seen_at, -1, 0)
+        for key in state.dedup_keys:
+            if key.startswith(PAIR_KEY_PREFIX):
+                self._done_pairs[key[len(PAIR_KEY_PREFIX) :]] = 0.0
+            elif key.startswith(CALL_KEY_PREFIX):
+                self._done_calls[key[len(CALL_KEY_PREFIX) :]] = 0.0
+            else:
+                raise ValueError(f"unrecognised dedup key {key!r} (expected a 'p:' or 'c:' prefix)")
+        self._anchored = not (self._done_pairs or self._done_calls)
+
+    def _clock(self, now: float) -> float:
+        if now < self._now:
+            return self._now
+        self._now = now
+        if not self._anchored:
+            # restored dedup keys carry no time: their TTL runs from the first call after the restart
+            for done in (self._done_pairs, self._done_calls):
+                for rid in done:
+                    done[rid] = now
+            self._anchored = True
+        return now
+
+    def _count(self, name: str, n: int) -> None:
+        if n:
+            self._delta[name] = self._delta.get(name, 0) + n
+
+    def _window(self, key: _Key) -> WindowDelta:
+        delta: WindowDelta | None = self._windows.get(key)  # type: ignore[call-overload]  # equal to a WindowKey
+        if delta is None:
+            delta = self._windows[_new_key(WindowKey, key)] = WindowDelta()
+        return delta
+
+    def _pair_rates(self, model: str) -> _PairRates:
+        rates = self._pricer.linear_rates(model)
+        found = self._rates[model] = None if rates is None else (rates.base, rates.input, rates.output)
+        return found
+
+    def _price(self, model: str, input_tokens: int, output_tokens: int, at: datetime) -> float | None:
+        rates = self._rates[model] if model in self._rates else self._pair_rates(model)
+        if rates is None:
+            return self._pricer.cost(model, input_tokens=input_tokens, output_tokens=output_tokens, at=at)
+        return rates[0] + rates[1] * input_tokens + rates[2] * output_tokens
+
+    # ------------------------------------------------------------------ hot path
+
+    def _add_call(self, call: LLMCall, ws: int, late_cut: float) -> None:
+        """Count one call event in its window."""
+        d = self._window((call.tenant_id, call.route, call.model, ws))
+        d.requests += 1
+        if call.is_error:
+            d.errors += 1
+        d.prompt_tokens += call.input_tokens
+        d.completion_tokens += call.output_tokens
+        d.cached_input_tokens += call.cached_input_tokens
+        d.cache_write_tokens += call.cache_write_tokens
+        d.reasoning_tokens += call.reasoning_tokens
+        lat = call.latency_ms
+        if lat is not None:
+            d.latency_count += 1
+            d.latency_sum_ms += lat
+            b = ZERO_BUCKET if lat <= MIN_VALUE else math.ceil(math.log(lat) * _INV_LOG_GAMMA)
+            d.latency_hist[b] = d.latency_hist.get(b, 0) + 1
+        ttft = call.ttft_ms
+        if ttft is not None:
+            d.ttft_count += 1
+            d.ttft_sum_ms += ttft
+            b = ZERO_BUCKET if ttft <= MIN_VALUE else math.ceil(math.log(ttft) * _INV_LOG_GAMMA)
+            d.ttft_hist[b] = d.ttft_hist.get(b, 0) + 1
+        cost = call.cost
+        if cost is None:
+            cost = self._pricer.cost(
+                call.model,
+                provider=call.provider,
+                input_tokens=call.input_tokens,
+                output_tokens=call.output_tokens,
+                cached_input_tokens=call.cached_input_tokens,
+                cache_write_tokens=call.cache_write_tokens,
+                reasoning_tokens=call.reasoning_tokens,
+                at=call.timestamp,
+            )
+        if cost is None:
+            d.cost_unknown += 1
+            self._count("unknown_cost", 1)
+        else:
+            d.cost_usd += cost
+        if ws <= late_cut:
+            d.late += 1
+            self._count("late_events", 1)
+
+    def _add_timeout(self, req: LLMRequest, ws: int) -> None:
+        """Count a request whose response did not come in time: request, error, timeout, prompt cost."""
+        d = self._window((req.tenant_id, req.route, req.model, ws))
+        d.requests += 1
+        d.errors += 1
+        d.timeouts += 1
+        d.prompt_tokens += req.prompt_tokens
+        cost = self._price(req.model, req.prompt_tokens, 0, req.timestamp)
+        if cost is None:
+            d.cost_unknown += 1
+            self._count("unknown_cost", 1)
+        else:
+            d.cost_usd += cost
+
+    def _correct_timeout(self, req: LLMRequest, ws: int, resp: LLMResponse, late_cut: float) -> None:
+        """Turn a counted timeout into the joined pair: its window ends up as if it had joined."""
+        d = self._window((req.tenant_id, req.route, req.model, ws))
+        d.timeouts -= 1
+        if resp.error is None:
+            d.errors -= 1
+        d.completion_tokens += resp.completion_tokens
+        lat = resp.latency_ms
+        d.latency_count += 1
+        d.latency_sum_ms += lat
+        b = ZERO_BUCKET if lat <= MIN_VALUE else math.ceil(math.log(lat) * _INV_LOG_GAMMA)
+        d.latency_hist[b] = d.latency_hist.get(b, 0) + 1
+        ttft = resp.ttft_ms
+        if ttft is not None:
+            d.ttft_count += 1
+            d.ttft_sum_ms += ttft
+            b = ZERO_BUCKET if ttft <= MIN_VALUE else math.ceil(math.log(ttft) * _INV_LOG_GAMMA)
+            d.ttft_hist[b] = d.ttft_hist.get(b, 0) + 1
+        full = self._price(req.model, req.prompt_tokens, resp.completion_tokens, req.timestamp)
+        prompt_only = self._price(req.model, req.prompt_tokens, 0, req.timestamp)
+        if full is not None and prompt_only is not None:
+            d.cost_usd += full - prompt_only
+        if ws <= late_cut:
+            d.late += 1
+            self._count("late_events", 1)
+        self._count("timeouts", -1)
+        self._count("timeouts_corrected", 1)
+
+    def process(self, events: Sequence[Event], now: float) -> None:
+        """Count `events` (in delivery order) as seen at `now` (processor clock, epoch seconds).
+
+        Does not expire anything; call `expire` for that. CPU-only, never blocks.
+        """
+        now = self._clock(now)
+        gen = self._gen
+        req_pending = self._req
+        resp_pending = self._resp
+        req_expired = self._req_expired
+        resp_expired = self._resp_expired
+        done_pairs = self._done_pairs
+        done_calls = self._done_calls
+        new_pairs = self._new_pairs
+        deletes = self._deletes
+        windows = self._windows
+        # a WindowKey hashes and compares equal to the plain tuple of its fields: look up without one
+        get_window: Callable[[_Key], WindowDelta | None] = windows.get  # type: ignore[assignment]
+        rates_get = self._rates.get
+        log = math.log
+        ceil = math.ceil
+        inv_log_gamma = _INV_LOG_GAMMA
+        wm = self._watermark
+        lateness = self._config.allowed_lateness_s + _W
+        late_cut = wm - lateness
+        duplicates = joined = calls = orphans_resolved = unknown = late = 0
+        for ev in events:
+            # Find the two halves of a pair (or count a call, a duplicate or a lone half and move on);
+            # the joined pair is counted inline below, the hot path.
+            if type(ev) is LLMResponse:
+                resp = ev
+                rid = ev.request_id
+                req_entry = req_pending.pop(rid, None)
+                if req_entry is None:
+                    if rid in resp_pending or rid in done_pairs or rid in resp_expired:
+                        duplicates += 1
+                        continue
+                    req_entry = req_expired.pop(rid, None)
+                    if req_entry is None:
+                        resp_pending[rid] = (ev, now, gen, 0)
+                        continue
+                    req, _, req_gen, ws = req_entry
+                    if req_gen != gen:
+                        deletes.append((rid, "request"))
+                    self._correct_timeout(req, ws, ev, late_cut)
+                    done_pairs[rid] = now
+                    new_pairs.append(rid)
+                    joined += 1
+                    continue
+                req, _, req_gen, ws = req_entry
+                if req_gen != gen:
+                    deletes.append((rid, "request"))
+            elif type(ev) is LLMRequest:
+                req = ev
+                rid = ev.request_id
+                t = ev.timestamp.timestamp()
+                if t > wm:
+                    wm = t
+                    late_cut = wm - lateness
+                if rid in req_pending or rid in done_pairs or rid in req_expired:
+                    duplicates += 1
+                    continue
+                ws = int(t // _W) * _W
+                resp_entry = resp_pending.pop(rid, None)
+                if resp_entry is None:
+                    resp_entry = resp_expired.pop(rid, None)
+                    if resp_entry is None:
+                        req_pending[rid] = (ev, now, gen, ws)
+                        continue
+                    orphans_resolved += 1
+                if resp_entry[2] != gen:
+                    deletes.append((rid, "response"))
+                resp = resp_entry[0]
+            elif type(ev) is LLMCall:
+                call_id = ev.request_id
+                if call_id is not None:
+                    if call_id in done_calls:
+                        duplicates += 1
+                        continue
+                    done_calls[call_id] = now
+                    self._new_calls.append(call_id)
+                t = ev.timestamp.timestamp()
+                if t > wm:
+                    wm = t
+                    late_cut = wm - lateness
+                self._add_call(ev, int(t // _W) * _W, late_cut)
+                calls += 1
+                continue
+            else:
+                raise TypeError(f"not an llmpulse event: {type(ev).__name__}")
+
+            # count the joined pair `req` + `resp` in the window starting at `ws`
+            done_pairs[rid] = now
+            new_pairs.append(rid)
+            joined += 1
+            model = req.model
+            key = (req.tenant_id, req.route, model, ws)
+            d = get_window(key)
+            if d is None:
+                d = windows[_new_key(WindowKey, key)] = WindowDelta()
+            d.requests += 1
+            if resp.error is not None:
+                d.errors += 1
+            prompt = req.prompt_tokens
+            completion = resp.completion_tokens
+            d.prompt_tokens += prompt
+            d.completion_tokens += completion
+            lat = resp.latency_ms
+            d.latency_count += 1
+            d.latency_sum_ms += lat
+            b = ceil(log(lat) * inv_log_gamma) if lat > MIN_VALUE else ZERO_BUCKET
+            h = d.latency_hist
+            h[b] = h.get(b, 0) + 1
+            ttft = resp.ttft_ms
+            if ttft is not None:
+                d.ttft_count += 1
+                d.ttft_sum_ms += ttft
+                b = ceil(log(ttft) * inv_log_gamma) if ttft > MIN_VALUE else ZERO_BUCKET
+                h = d.ttft_hist
+                h[b] = h.get(b, 0) + 1
+            rates = rates_get(model, _UNSEEN)
+            if rates is _UNSEEN:
+                rates = self._pair_rates(model)
+            if rates is not None:
+                d.cost_usd += rates[0] + rates[1] * prompt + rates[2] * completion
+            else:
+                cost = self._pricer.cost(
+                    model, input_tokens=prompt, output_tokens=completion, at=req.timestamp
+                )
+                if cost is None:
+                    d.cost_unknown += 1
+                    unknown += 1
+                else:
+                    d.cost_usd += cost
+            if ws <= late_cut:
+                d.late += 1
+                late += 1
+        self._watermark = wm
+        self._count("events", len(events))
+        self._count("duplicates", duplicates)
+        self._count("joined", joined)
+        self._count("calls", calls)
+        self._count("unknown_cost", unknown)
+        self._count("late_events", late)
+        self._count("orphan_responses", -orphans_resolved)
+        self._count("orphan_responses_resolved", orphans_resolved)
+
+    # ------------------------------------------------------------------ time-driven
+
+    def expire(self, now: float) -> None:
+        """Count what is due at `now`: requests without a response as timeouts, responses without a
+        request as orphans; forget dedup keys and expired entries older than `dedup_ttl_s`. CPU-only.
+        """
+        now = self._clock(now)
+        cfg = self._config
+        cutoff = now - cfg.orphan_timeout_s
+        due_req = _due(self._req, cutoff)
+        for rid in due_req:
+            entry = self._req.pop(rid)
+            self._req_expired[rid] = entry
+            self._expired_since.append((rid, "request"))
+            self._add_timeout(entry[0], entry[3])
+        self._count("timeouts", len(due_req))
+        due_resp = _due(self._resp, cutoff)
+        for rid in due_resp:
+            self._resp_expired[rid] = self._resp.pop(rid)
+            self._expired_since.append((rid, "response"))
+        self._count("orphan_responses", len(due_resp))
+
+        forget = now - cfg.dedup_ttl_s
+        gen = self._gen
+        for rid in _due(self._req_expired, forget):
+            if self._req_expired.pop(rid)[2] != gen:
+                self._deletes.append((rid, "request"))
+        for rid in _due(self._resp_expired, forget):
+            if self._resp_expired.pop(rid)[2] != gen:
+                self._deletes.append((rid, "response"))
+        for done in (self._done_pairs, self._done_calls):
+            stale = []
+            for rid, t in done.items():
+                if t > forget:
+                    break
+                stale.append(rid)
+            for rid in stale:
+                del done[rid]
+
+    # ------------------------------------------------------------------ checkpoint
+
+    def checkpoint(self, consumer: str, offsets: dict[int, int], now: float) -> Checkpoint:
+        """Hand over every change since the last checkpoint (and start a new interval). CPU-only.
+
+        `offsets` are the log offsets the changes cover (partition → next offset to read); they are
+        copied into the checkpoint unchanged. The caller commits the checkpoint in one transaction.
+        """
+        now = self._clock(now)
+        gen = self._gen
+        upserts = _created_in(self._req, "request", gen)
+        upserts.extend(_created_in(self._resp, "response", gen))
+        for rid, kind in self._expired_since:
+            expired_entry = (self._req_expired if kind == "request" else self._resp_expired).get(rid)
+            if expired_entry is not None:
+                upserts.append(
+                    PendingEntry(rid, kind, encode_log([expired_entry[0]]), expired_entry[1], True)
+                )
+        deletes = self._deletes
+        if deletes and upserts:
+            replaced = {(e.request_id, e.kind) for e in upserts}
+            deletes = [k for k in deletes if k not in replaced]
+        dedup_keys = [PAIR_KEY_PREFIX + rid for rid in self._new_pairs]
+        dedup_keys.extend(CALL_KEY_PREFIX + rid for rid in self._new_calls)
+        counters = {name: n for name, n in self._delta.items() if n}
+        for name, n in counters.items():
+            self._totals[name] = self._totals.get(name, 0) + n
+        result = Checkpoint(
+            consumer=consumer,
+            offsets=dict(offsets),
+            windows=self._windows,
+            pending_upserts=upserts,
+            pending_deletes=deletes,
+            dedup_keys=dedup_keys,
+            dedup_expires_at=now + self._config.dedup_ttl_s,
+            counters=counters,
+            watermark=self._watermark,
+        )
+        self._windows = {}
+        self._deletes = []
+        self._expired_since = []
+        self._new_pairs = []
+        self._new_calls = []
+        self._delta = {}
+        self._gen = gen + 1
+        return result
+
+    def stats(self) -> dict[str, int]:
+        """Sizes of the pending state and cumulative counters since this core started. CPU-only.
+
+        Keys: ``pending_requests``, ``pending_responses``, ``expired_requests``, ``expired_responses``,
+        ``dedup_keys``, ``windows_open`` (windows changed since the last checkpoint), and the counters
+        ``events``, ``joined``, ``calls``, ``duplicates``, ``timeouts``, ``timeouts_corrected``,
+        ``orphan_responses``, ``orphan_responses_resolved``, ``late_events``, ``unknown_cost``.
+        """
+        out = {
+            "pending_requests": len(self._req),
+            "pending_responses": len(self._resp),
+            "expired_requests": len(self._req_expired),
+            "expired_responses": len(self._resp_expired),
+            "dedup_keys": len(self._done_pairs) + len(self._done_calls),
+            "windows_open": len(self._windows),
+        }
+        for name in _COUNTERS:
+            out[name] = self._totals.get(name, 0) + self._delta.get(name, 0)
+        return out
+
+    @property
+    def watermark(self) -> float:
+        """The highest event time seen (epoch seconds)."""
+        return self._watermark
+
+
+_COUNTERS: Final = (
+    "events",
+    "joined",
+    "calls",
+    "duplicates",
+    "timeouts",
+    "timeouts_corrected",
+    "orphan_responses",
+    "orphan_responses_resolved",
+    "late_events",
+    "unknown_cost",
+)
+
+
+def _created_in(pending: dict[str, _E], kind: PendingKind, gen: int) -> list[PendingEntry]:
+    """Pending entries created in checkpoint generation `gen` (a suffix of `pending`), oldest first."""
+    created: list[PendingEntry] = []
+    for rid, entry in reversed(pending.items()):
+        if entry[2] != gen:
+            break
+        created.append(PendingEntry(rid, kind, encode_log([entry[0]]), entry[1]))
+    created.reverse()
+    return created
+
+
+def _due(pending: Mapping[str, tuple[Event, float, int, int]], cutoff: float) -> list[str]:
+    """Ids of the entries at the front of `pending` (oldest first) seen at or before `cutoff`."""
+    due: list[str] = []
+    for rid, entry in pending.items():
+        if entry[1] > cutoff:
+            break
+        due.append(rid)
+    return due
