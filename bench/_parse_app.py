@@ -20,7 +20,8 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         chunks.append(message.get("body", b""))
         if not message.get("more_body"):
             break
-    items = _decoder.decode(b"".join(chunks))
+    raw = b"".join(chunks)
+    items = _decoder.decode(raw) if raw else []
     body = b'{"accepted":%d}' % len(items)
     await send(
         {

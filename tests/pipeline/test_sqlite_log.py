@@ -134,3 +134,30 @@ def test_pruning_keeps_offsets_growing(tmp_path: Path) -> None:
 def test_refuses_a_non_sqlite_url() -> None:
     with pytest.raises(ValueError, match="sqlite"):
         SQLiteEventLog("postgresql://x/y")
+
+
+def test_tail_serves_the_same_records_as_the_table(tmp_path: Path) -> None:
+    log = SQLiteEventLog(_url(tmp_path), tail_events=6)
+    try:
+
+        async def go() -> None:
+            for i in range(6):
+                await log.append([_req(2 * i), _req(2 * i + 1)])
+
+        asyncio.run(go())
+        from_tail = log.read(0, 4, 10)
+        assert log.stats()["tail_reads"] == 1
+        assert log.stats()["tail_events"] == 6
+        assert [r.offset for r in from_tail] == [4, 5, 6]
+        behind = log.read(0, 1, 10)  # older than the tail: read from the table
+        assert log.stats()["tail_reads"] == 1
+        assert [r.offset for r in behind] == [1, 2, 3, 4, 5, 6]
+        assert behind[3:] == from_tail
+        assert log.read(0, 7, 10) == []
+    finally:
+        log.close()
+    reopened = SQLiteEventLog(_url(tmp_path), tail_events=0)
+    try:
+        assert reopened.read(0, 4, 10) == from_tail
+    finally:
+        reopened.close()

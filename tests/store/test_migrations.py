@@ -41,10 +41,9 @@ def _is_version_table(diff: object) -> bool:
     return isinstance(diff, tuple) and diff[0] == "remove_table" and diff[1].name == VERSION_TABLE
 
 
-def test_windows_query_index_exists(store: Store) -> None:
-    indexes = {ix["name"]: ix for ix in sa.inspect(store.engine).get_indexes("windows")}
-    assert "ix_windows_tenant_start" in indexes
-    assert indexes["ix_windows_tenant_start"]["column_names"][0] == "tenant_id"
+def test_windows_primary_key_serves_the_tenant_by_time_query(store: Store) -> None:
+    pk = sa.inspect(store.engine).get_pk_constraint("windows")
+    assert pk["constrained_columns"] == ["tenant_id", "window_start", "route", "model"]
 
 
 def test_concurrent_opens_from_processes_migrate_once(store_url: str) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import msgspec
@@ -109,31 +109,46 @@ def _check_metadata(metadata: dict[str, Any] | None, limits: Limits) -> None:
         raise EventValidationError(f"`metadata` nests deeper than {limits.max_metadata_depth} levels")
 
 
+class _Window:
+    """The accepted timestamp range for one batch, computed once."""
+
+    __slots__ = ("hi", "limits", "lo")
+
+    def __init__(self, limits: Limits, now: datetime) -> None:
+        self.limits = limits
+        self.lo = now - timedelta(seconds=limits.max_past_s)
+        self.hi = now + timedelta(seconds=limits.max_future_s)
+
+
+def _check(event: Event, window: _Window) -> Event:
+    ts = event.timestamp
+    if ts.tzinfo is not UTC:
+        ts = ts.astimezone(UTC)
+        event.timestamp = ts
+    if ts > window.hi:
+        raise EventValidationError(
+            f"`timestamp` {ts.isoformat()} is more than {window.limits.max_future_s:g} s in the future"
+        )
+    if ts < window.lo:
+        raise EventValidationError(
+            f"`timestamp` {ts.isoformat()} is more than {window.limits.max_past_s:g} s in the past "
+            "(raise the server's max event age to backfill)"
+        )
+    if type(event) is LLMResponse:
+        return event
+    if event.metadata:  # type: ignore[union-attr]
+        _check_metadata(event.metadata, window.limits)  # type: ignore[union-attr]
+    if type(event) is LLMCall and event.request_id is None:
+        event.request_id = uuid.uuid4().hex
+    return event
+
+
 def check_event(event: Event, limits: Limits, now: datetime) -> Event:
     """Apply the dynamic limits to a decoded event and normalise it (UTC timestamp, call request_id).
 
     Raises `EventValidationError` naming the field. Does not block.
     """
-    ts = event.timestamp
-    if ts.tzinfo is not UTC:
-        ts = ts.astimezone(UTC)
-        event.timestamp = ts
-    age = (now - ts).total_seconds()
-    if age < -limits.max_future_s:
-        raise EventValidationError(
-            f"`timestamp` {ts.isoformat()} is more than {limits.max_future_s:g} s in the future"
-        )
-    if age > limits.max_past_s:
-        raise EventValidationError(
-            f"`timestamp` {ts.isoformat()} is more than {limits.max_past_s:g} s in the past "
-            "(raise the server's max event age to backfill)"
-        )
-    if isinstance(event, LLMResponse):
-        return event
-    _check_metadata(event.metadata, limits)
-    if isinstance(event, LLMCall) and event.request_id is None:
-        event.request_id = uuid.uuid4().hex
-    return event
+    return _check(event, _Window(limits, now))
 
 
 def _message(exc: msgspec.MsgspecError) -> str:
@@ -150,7 +165,7 @@ def decode_one(body: bytes, kind: type[Event], limits: Limits, now: datetime | N
         event: Event = _single_decoders[kind].decode(body)
     except msgspec.MsgspecError as exc:
         raise EventValidationError(_message(exc)) from exc
-    return check_event(event, limits, now or _now())
+    return _check(event, _Window(limits, now or _now()))
 
 
 def _decode_item(raw: bytes) -> Event:
@@ -198,7 +213,7 @@ def decode_batch(
     as a whole is unusable (not UTF-8, not JSON, too many items).
     """
     _check_utf8(body)
-    now = now or _now()
+    window = _Window(limits, now or _now())
     result = DecodedBatch()
     if not ndjson and body.lstrip()[:1] == b"[":
         try:
@@ -212,7 +227,7 @@ def decode_batch(
                 )
             for index, event in enumerate(events):
                 try:
-                    result.events.append(check_event(event, limits, now))
+                    result.events.append(_check(event, window))
                 except EventValidationError as exc:
                     result.rejected.append(Rejection(index, str(exc)))
             return result
@@ -221,7 +236,7 @@ def decode_batch(
         raise EventValidationError(f"batch has {len(items)} items; the limit is {limits.max_batch_items}")
     for index, raw in enumerate(items):
         try:
-            result.events.append(check_event(_decode_item(raw), limits, now))
+            result.events.append(_check(_decode_item(raw), window))
         except (msgspec.MsgspecError, EventValidationError) as exc:
             result.rejected.append(Rejection(index, str(exc)))
     return result

@@ -4,6 +4,12 @@ Appends from any number of concurrent requests are queued to one writer thread, 
 queued batch in a single transaction and then resolves all of their futures: one fsync (with
 ``synchronous=FULL``) acknowledges many requests. Offsets are the table's AUTOINCREMENT row ids, so
 they only ever grow, even after old records are pruned. Each row holds one appended batch.
+
+The writer also keeps the most recently committed records in memory (the tail, bounded by
+`tail_events`), as the event objects that were appended: a reader that keeps up, the embedded
+processor, gets them without a SQLite read and a MessagePack decode, which was a fifth of the
+processor's time. Only committed records enter the tail, so a reader never sees an event that is not
+durable; a reader that falls behind, or starts after a restart, reads the table.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ _log = logging.getLogger(__name__)
 #: How long consumed records are kept before they are pruned (seconds).
 DEFAULT_RETENTION_S: Final = 24 * 3600.0
 _PRUNE_EVERY_S: Final = 10.0
+#: Most events the in-memory tail keeps for readers (the processor reads them without decoding).
+DEFAULT_TAIL_EVENTS: Final = 50_000
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS event_log (
@@ -49,13 +57,18 @@ def _path_of(url: str) -> str:
 
 
 class _Pending:
-    __slots__ = ("future", "loop", "n_events", "payload")
+    __slots__ = ("events", "future", "loop", "n_events", "payload")
 
     def __init__(
-        self, payload: bytes, n_events: int, loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]
+        self,
+        events: list[Event],
+        payload: bytes,
+        loop: asyncio.AbstractEventLoop,
+        future: asyncio.Future[None],
     ) -> None:
+        self.events = events
         self.payload = payload
-        self.n_events = n_events
+        self.n_events = len(events)
         self.loop = loop
         self.future = future
 
@@ -80,6 +93,7 @@ class SQLiteEventLog:
             the process but may lose the last commits on power loss.
         max_pending_events: events queued for the writer beyond which `append` raises `LogBackpressure`.
         retention_s: consumed records older than this are pruned.
+        tail_events: most events kept in memory for readers that keep up (0 disables the tail).
     """
 
     def __init__(
@@ -89,6 +103,7 @@ class SQLiteEventLog:
         sync: str = "FULL",
         max_pending_events: int = 200_000,
         retention_s: float = DEFAULT_RETENTION_S,
+        tail_events: int = DEFAULT_TAIL_EVENTS,
     ) -> None:
         if sync not in ("FULL", "NORMAL"):
             raise ValueError(f"sync must be FULL or NORMAL, got {sync!r}")
@@ -108,6 +123,13 @@ class SQLiteEventLog:
         self._local = threading.local()
         self._appended_events = 0
         self._commits = 0
+        self._tail_limit = tail_events
+        self._tail: dict[int, LogRecord] = {}
+        self._tail_first = 0
+        self._tail_next = 0
+        self._tail_count = 0
+        self._tail_lock = threading.Lock()
+        self._tail_reads = 0
         self._writer_conn = self._connect()
         self._writer_conn.execute(_SCHEMA)
         self._writer = threading.Thread(target=self._write_loop, name="llmpulse-log-writer", daemon=True)
@@ -145,7 +167,7 @@ class SQLiteEventLog:
                 raise LogBackpressure(
                     f"the event log has {self._queued_events} events waiting to be written", 1.0
                 )
-            self._queue.append(_Pending(payload, len(events), loop, future))
+            self._queue.append(_Pending(list(events), payload, loop, future))
             self._queued_events += len(events)
             self._cond.notify()
         await future
@@ -178,14 +200,17 @@ class SQLiteEventLog:
             conn = self._writer_conn
             conn.execute("BEGIN IMMEDIATE")
             try:
+                before = self._sequence(conn)
                 conn.executemany(
                     "INSERT INTO event_log (created_at, n_events, payload) VALUES (?, ?, ?)",
                     [(now, item.n_events, item.payload) for item in batch],
                 )
+                after = self._sequence(conn)
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+            self._remember(batch, before, after)
             self._appended_events += n_events
             self._commits += 1
         except sqlite3.Error as exc:
@@ -198,6 +223,28 @@ class SQLiteEventLog:
             # a closed event loop raises RuntimeError: nobody waits for the answer any more
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_resolve, items, error)
+
+    @staticmethod
+    def _sequence(conn: sqlite3.Connection) -> int:
+        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'event_log'").fetchone()
+        return int(row[0]) if row else 0
+
+    def _remember(self, batch: list[_Pending], before: int, after: int) -> None:
+        if not self._tail_limit:
+            return
+        with self._tail_lock:
+            if after - before != len(batch) or (self._tail and before + 1 != self._tail_next):
+                self._tail.clear()  # offsets were not consecutive: another writer? Read the table.
+                self._tail_count = 0
+            if not self._tail:
+                self._tail_first = before + 1
+            for offset, item in enumerate(batch, start=before + 1):
+                self._tail[offset] = LogRecord(0, offset, item.events)
+                self._tail_count += item.n_events
+            self._tail_next = after + 1
+            while self._tail_count > self._tail_limit and self._tail:
+                self._tail_count -= len(self._tail.pop(self._tail_first).events)
+                self._tail_first += 1
 
     def release(self, partition: int, offset: int) -> None:
         """Tell the log that records of `partition` before `offset` are consumed and may be pruned."""
@@ -225,6 +272,11 @@ class SQLiteEventLog:
         """Records at offsets ≥ `offset`, oldest first, at most `max_records`. Blocks briefly."""
         if partition != 0:
             raise ValueError(f"the SQLite log has only partition 0, not {partition}")
+        with self._tail_lock:
+            if self._tail and offset >= self._tail_first:
+                end = min(self._tail_next, offset + max_records)
+                self._tail_reads += 1
+                return [self._tail[o] for o in range(offset, end)]
         rows = (
             self._reader()
             .execute(
@@ -246,6 +298,8 @@ class SQLiteEventLog:
             "appended_events": self._appended_events,
             "commits": self._commits,
             "queued_events": self._queued_events,
+            "tail_events": self._tail_count,
+            "tail_reads": self._tail_reads,
         }
 
     def close(self) -> None:

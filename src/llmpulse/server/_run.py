@@ -7,6 +7,7 @@ lifespan shutdown, which commits the processor's last checkpoint and closes the 
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import sys
 from typing import Final, TextIO
@@ -20,6 +21,18 @@ from llmpulse.server._settings import ServerSettings
 STARTUP_FAILURE: Final = 3
 #: Longest wait for open connections to finish on shutdown before they are closed.
 GRACEFUL_SHUTDOWN_S: Final = 30
+#: Allocations between young-generation collections. The processor keeps hundreds of thousands of
+#: long-lived objects (pending joins, remembered ids); with CPython's default of 700, collections
+#: took about a tenth of the server's CPU under `make bench`.
+GC_GEN0_THRESHOLD: Final = 50_000
+
+
+def tune_gc() -> None:
+    """Freeze what start-up allocated and collect the young generation less often. Does not block."""
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
 def client_host(host: str) -> str:
@@ -77,6 +90,7 @@ def run(settings: ServerSettings, *, out: TextIO | None = None) -> None:
     uvicorn has logged why).
     """
     config = uvicorn_config(settings)
+    tune_gc()
     print(banner(settings), file=out or sys.stderr, flush=True)
     server = uvicorn.Server(config)
     server.run()

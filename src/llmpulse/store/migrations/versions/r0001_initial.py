@@ -47,10 +47,8 @@ def upgrade() -> None:
         *(sa.Column(name, sa.Double, nullable=False, server_default="0") for name in _SUMS),
         *(sa.Column(name, sa.Text, nullable=False, server_default="{}") for name in _HISTS),
         sa.Column("updated_at", sa.Double, nullable=False),
-        sa.PrimaryKeyConstraint("tenant_id", "route", "model", "window_start", name="pk_windows"),
-    )
-    op.create_index(
-        "ix_windows_tenant_start", "windows", ["tenant_id", sa.text("window_start DESC"), "route", "model"]
+        sa.PrimaryKeyConstraint("tenant_id", "window_start", "route", "model", name="pk_windows"),
+        sqlite_with_rowid=False,
     )
     op.create_table(
         "processor_offsets",
@@ -102,5 +100,4 @@ def downgrade() -> None:
     for table in ("server_counters", "processor_meta", "processor_dedup", "processor_pending"):
         op.drop_table(table)
     op.drop_table("processor_offsets")
-    op.drop_index("ix_windows_tenant_start", table_name="windows")
     op.drop_table("windows")
