@@ -232,11 +232,12 @@ class CheckpointWriter:
     ) -> None:
         if not deltas:
             return
-        keys = sorted(deltas)
-        stored: dict[tuple[Any, ...], Sequence[Any]] = {}
         if self._postgres:
-            self._write_windows_postgres(conn, keys, deltas, now)
+            # sorted: concurrent workers lock rows in the same order, so they cannot deadlock
+            self._write_windows_postgres(conn, sorted(deltas), deltas, now)
             return
+        keys = list(deltas)  # SQLite has one writer at a time: no lock order to keep
+        stored: dict[tuple[Any, ...], Sequence[Any]] = {}
         # By window start, then tenant: the (tenant_id, window_start) index answers each read, where
         # SQLite would scan the table for a row-value IN list. Rows of other routes/models that
         # share a tenant and a window start come along and are ignored.

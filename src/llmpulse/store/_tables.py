@@ -119,11 +119,17 @@ _hist_decoder: Final = msgspec.json.Decoder(dict[int, int])
 _keys_decoder: Final = msgspec.msgpack.Decoder(list[str])
 
 
+_hist_encoder: Final = msgspec.json.Encoder()
+
+
 def encode_hist(hist: Mapping[int, int]) -> str:
-    """Compact JSON text of a histogram, buckets in ascending order (``{"-3":1,"12":4}``)."""
+    """Compact JSON text of a histogram (``{"12":4,"-3":1}``), buckets in no particular order.
+
+    Not sorted: sorting cost four times the encoding itself on the processor's commit path.
+    """
     if not hist:
         return "{}"
-    return msgspec.json.encode({b: hist[b] for b in sorted(hist)}).decode()
+    return _hist_encoder.encode(hist).decode()
 
 
 def decode_hist(text: str | bytes) -> Histogram:
