@@ -1,7 +1,8 @@
-"""Store fixtures: every store test runs on SQLite files, and on Postgres when ``POSTGRES_TEST_DSN`` is set.
+"""Store fixtures: every store test runs on SQLite files, and on Postgres when one is reachable.
 
-``POSTGRES_TEST_DSN`` is a libpq URL (``postgresql://postgres@127.0.0.1:5432/test``); the store's tables in
-that database are dropped before each test.
+``POSTGRES_TEST_DSN`` is a libpq URL (``postgresql://postgres@127.0.0.1:5432/test``); when it is not
+set, the machine's own Postgres at that address is used if it answers. The store's tables in that
+database are dropped before each test. (Starting a Postgres where none runs arrives with scale-out.)
 """
 
 from __future__ import annotations
@@ -17,7 +18,20 @@ from llmpulse.store import Store, WindowDelta
 from llmpulse.store._histogram import add
 from llmpulse.store._tables import metadata
 
-POSTGRES_TEST_DSN = os.environ.get("POSTGRES_TEST_DSN", "")
+LOCAL_POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _local_postgres() -> str:
+    try:
+        import psycopg
+
+        with psycopg.connect(LOCAL_POSTGRES_DSN, connect_timeout=2):
+            return LOCAL_POSTGRES_DSN
+    except Exception:
+        return ""
+
+
+POSTGRES_TEST_DSN = os.environ.get("POSTGRES_TEST_DSN") or _local_postgres()
 DIALECTS = ["sqlite", *(["postgresql"] if POSTGRES_TEST_DSN else [])]
 
 
