@@ -39,6 +39,11 @@ def _num(value: Any, digits: int = 1) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
+def _window(start: str) -> str:
+    """``2026-11-22T06:31:00Z`` → ``2026-11-22 06:31``."""
+    return start.replace("T", " ")[:16] if len(start) >= 16 else start
+
+
 def _cost(value: Any) -> str:
     return "unknown" if value is None else f"${value:,.4f}"
 
@@ -46,24 +51,24 @@ def _cost(value: Any) -> str:
 def table(rows: list[dict[str, Any]], title: str) -> Table:
     """The windows as a rich table: start, route, model, requests, errors, latency, tokens, cost, final."""
     out = Table(title=title)
-    out.add_column("window start (UTC)")
-    out.add_column("route")
-    out.add_column("model")
+    out.add_column("window (UTC)", no_wrap=True)
+    out.add_column("route", no_wrap=True)
+    out.add_column("model", no_wrap=True)
     for name in ("requests", "errors", "avg ms", "p95 ms", "tokens", "cost"):
-        out.add_column(name, justify="right")
+        out.add_column(name, justify="right", no_wrap=True)
     out.add_column("final")
     for row in rows:
         tokens = row.get("total_tokens")
         if tokens is None:
             tokens = (row.get("prompt_tokens") or 0) + (row.get("completion_tokens") or 0)
         out.add_row(
-            str(row.get("window_start", "")),
+            _window(str(row.get("window_start", ""))),
             str(row.get("route", "")),
             str(row.get("model", "")),
             _num(row.get("requests")),
             _num(row.get("errors")),
-            _num(row.get("avg_latency_ms")),
-            _num(row.get("p95_latency_ms")),
+            _num(row.get("avg_latency_ms"), 0),
+            _num(row.get("p95_latency_ms"), 0),
             _num(tokens),
             _cost(row.get("estimated_cost_usd")),
             "yes" if row.get("final") else "no",
@@ -89,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
     if response.status_code != 200 or not isinstance(data, dict):
         message = data.get("error") if isinstance(data, dict) else response.text[:200]
         raise CliError(f"{url} answered {response.status_code}: {message}")
-    console = Console()
+    # piped output is not squeezed to 80 columns: it is read by people and tools alike
+    console = Console() if sys.stdout.isatty() else Console(width=200)
     if args.json:
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
         return 0
