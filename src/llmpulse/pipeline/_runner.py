@@ -80,6 +80,7 @@ class ProcessorRunner:
         self._processed = 0
         self._checkpoints = 0
         self._commit_failures = 0
+        self._failures_in_a_row = 0
         self._last_commit_at = 0.0
         self._last_error: str | None = None
         self._caught_up = threading.Condition()
@@ -131,18 +132,11 @@ class ProcessorRunner:
         now = self._clock()
         core.expire(now)
         checkpoint = core.checkpoint(self._consumer, dict(self._offsets), now)
-        try:
-            self._store.commit(checkpoint)
-        except Exception as exc:
-            self._commit_failures += 1
-            self._last_error = f"{type(exc).__name__}: {exc}"
-            _log.error("checkpoint commit failed, restoring from the store: %s", exc)
-            self._stop.wait(min(5.0, 0.1 * 2 ** min(self._commit_failures, 6)))
-            self._restore()
-            return
+        self._store.commit(checkpoint)
         self._committed = dict(self._offsets)
         self._checkpoints += 1
         self._last_commit_at = now
+        self._failures_in_a_row = 0
         release = getattr(self._log, "release", None)
         if release is not None:
             for partition, offset in self._committed.items():
@@ -150,11 +144,31 @@ class ProcessorRunner:
         with self._caught_up:
             self._caught_up.notify_all()
 
+    def _recover(self, exc: Exception) -> None:
+        """After a failed read, process or commit: wait (backing off), then restore from the store.
+
+        The in-memory state may hold changes the store never got; throwing it away and re-reading the
+        log from the committed offsets is what keeps every event counted once.
+        """
+        self._commit_failures += 1
+        self._failures_in_a_row += 1
+        self._last_error = f"{type(exc).__name__}: {exc}"
+        _log.error("processor step failed (%s); restoring from the last checkpoint", self._last_error)
+        self._stop.wait(min(5.0, 0.05 * 2 ** min(self._failures_in_a_row, 7)))
+        try:
+            self._restore()
+        except Exception as again:
+            self._last_error = f"{type(again).__name__}: {again}"
+            _log.error("restoring the processor failed: %s", self._last_error)
+            self._core = None
+
     def _run(self) -> None:
         last_commit = time.monotonic()
         dirty = False
-        try:
-            while not self._stop.is_set():
+        while not self._stop.is_set():
+            try:
+                if self._core is None:
+                    self._restore()
                 n = self._step()
                 dirty = dirty or n > 0
                 elapsed = time.monotonic() - last_commit
@@ -162,15 +176,21 @@ class ProcessorRunner:
                     self._commit()
                     last_commit = time.monotonic()
                     dirty = False
-                if n == 0:
-                    self._stop.wait(0.005)
+            except Exception as exc:
+                self._recover(exc)
+                dirty = False
+                continue
+            if n == 0:
+                self._stop.wait(0.005)
+        try:
+            if self._core is None:
+                self._restore()
             while self._step():
                 pass
             self._commit()
         except Exception as exc:
             self._last_error = f"{type(exc).__name__}: {exc}"
-            _log.exception("the processor stopped on an error")
-            raise
+            _log.error("the processor's final checkpoint failed: %s (the log still holds every event)", exc)
 
     def wait_committed(self, partition: int, offset: int, timeout: float) -> bool:
         """Wait until the committed offset of `partition` reaches `offset`. Blocks up to `timeout`."""
@@ -196,7 +216,8 @@ class ProcessorRunner:
             "alive": self.alive,
             "processed_events": self._processed,
             "checkpoints": self._checkpoints,
-            "commit_failures": self._commit_failures,
+            "failures": self._commit_failures,
+            "failing": self._failures_in_a_row > 0,
             "lag_records": lag,
             "committed_offsets": {str(p): o for p, o in self._committed.items()},
             "last_commit_at": self._last_commit_at,

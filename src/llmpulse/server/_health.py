@@ -68,8 +68,10 @@ def collect(state: ServerState) -> tuple[bool, dict[str, Any]]:
         healthy = healthy and runner.alive
     elif state.settings.run_processor:
         healthy = False
+    # a processor that is retrying after a failed step is degraded but alive: ingest still works
+    failing = bool(processor and processor.get("failing"))
     body = {
-        "status": "ok" if healthy else "degraded",
+        "status": "ok" if healthy and not failing else "degraded",
         "uptime_s": round(time.time() - state.started_at, 3),
         "log": _log_info(state),
         "processor": processor,
