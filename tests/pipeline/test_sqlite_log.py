@@ -161,3 +161,26 @@ def test_tail_serves_the_same_records_as_the_table(tmp_path: Path) -> None:
         assert reopened.read(0, 4, 10) == from_tail
     finally:
         reopened.close()
+
+
+def test_events_after_measures_a_readers_lag(tmp_path: Path) -> None:
+    log = SQLiteEventLog(_url(tmp_path), tail_events=6)
+    try:
+        assert log.events_after(0, 0) == 0
+
+        async def go() -> None:
+            for i in range(4):
+                await log.append([_req(3 * i), _req(3 * i + 1), _req(3 * i + 2)][: i + 1])
+
+        asyncio.run(go())  # records 1..4 hold 1, 2, 3, 3 events; the tail keeps records 3 and 4
+        assert log.events_after(0, 5) == 0
+        assert log.events_after(0, 4) == 3
+        assert log.events_after(0, 3) == 6
+        assert log.events_after(0, 1) == 6  # behind the tail: at least what the tail holds
+    finally:
+        log.close()
+    untailed = SQLiteEventLog(f"sqlite:///{tmp_path / 'other.db'}", tail_events=0)
+    try:
+        assert untailed.events_after(0, 0) is None
+    finally:
+        untailed.close()

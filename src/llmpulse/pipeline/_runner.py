@@ -57,7 +57,7 @@ class ProcessorRunner:
         pricer: Pricer | None = None,
         consumer: str = "embedded",
         checkpoint_interval_s: float = 0.25,
-        max_records: int = 500,
+        max_records: int = 100,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if checkpoint_interval_s <= 0:
@@ -191,6 +191,22 @@ class ProcessorRunner:
         except Exception as exc:
             self._last_error = f"{type(exc).__name__}: {exc}"
             _log.error("the processor's final checkpoint failed: %s (the log still holds every event)", exc)
+
+    def lag_events(self) -> int | None:
+        """Events appended to the log that this runner has not read yet; None if the log cannot say.
+
+        Cheap (no I/O) with a log that keeps an in-memory tail, so ingest can ask on every request.
+        """
+        events_after = getattr(self._log, "events_after", None)
+        if events_after is None:
+            return None
+        total = 0
+        for partition, offset in list(self._offsets.items()):
+            lag = events_after(partition, offset)
+            if lag is None:
+                return None
+            total += lag
+        return total
 
     def wait_committed(self, partition: int, offset: int, timeout: float) -> bool:
         """Wait until the committed offset of `partition` reaches `offset`. Blocks up to `timeout`."""

@@ -128,6 +128,8 @@ class SQLiteEventLog:
         self._tail_first = 0
         self._tail_next = 0
         self._tail_count = 0
+        self._tail_cum: dict[int, int] = {}
+        self._committed_events = 0
         self._tail_lock = threading.Lock()
         self._tail_reads = 0
         self._writer_conn = self._connect()
@@ -235,16 +237,37 @@ class SQLiteEventLog:
         with self._tail_lock:
             if after - before != len(batch) or (self._tail and before + 1 != self._tail_next):
                 self._tail.clear()  # offsets were not consecutive: another writer? Read the table.
+                self._tail_cum.clear()
                 self._tail_count = 0
             if not self._tail:
                 self._tail_first = before + 1
             for offset, item in enumerate(batch, start=before + 1):
                 self._tail[offset] = LogRecord(0, offset, item.events)
                 self._tail_count += item.n_events
+                self._committed_events += item.n_events
+                self._tail_cum[offset] = self._committed_events
             self._tail_next = after + 1
             while self._tail_count > self._tail_limit and self._tail:
                 self._tail_count -= len(self._tail.pop(self._tail_first).events)
+                del self._tail_cum[self._tail_first]
                 self._tail_first += 1
+
+    def events_after(self, partition: int, offset: int) -> int | None:
+        """How many committed events lie at offsets ≥ `offset`: a reader's lag. Does not block.
+
+        Exact while `offset` is within the in-memory tail; a reader behind the tail is at least
+        `tail_events` behind, and that is what it returns. None when the tail is disabled.
+        """
+        if partition != 0 or not self._tail_limit:
+            return None
+        with self._tail_lock:
+            if offset >= self._tail_next or not self._tail:
+                return 0
+            if offset < self._tail_first:
+                return max(self._tail_limit, self._tail_count)
+            if offset == self._tail_first:
+                return self._tail_count
+            return self._committed_events - self._tail_cum[offset - 1]
 
     def release(self, partition: int, offset: int) -> None:
         """Tell the log that records of `partition` before `offset` are consumed and may be pruned."""

@@ -14,6 +14,7 @@ violation, 503 with ``Retry-After`` when the log pushes back or is closing.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -35,7 +36,7 @@ from llmpulse.events import (
 from llmpulse.pipeline import LogBackpressure, LogClosed
 from llmpulse.server._body import read_body
 from llmpulse.server._errors import JSON, ApiError, error_response, json_response, retry_after_header
-from llmpulse.server._state import server_state
+from llmpulse.server._state import ServerState, server_state
 
 #: Bodies at least this large are decoded on a worker thread so the event loop keeps serving.
 DECODE_IN_THREAD_BYTES: Final = 512 * 1024
@@ -103,9 +104,32 @@ def _accepted_doc(batch: bool) -> dict[int | str, dict[str, Any]]:
     return docs | _COMMON_ERRORS
 
 
+async def _admit(state: ServerState) -> None:
+    """Hold a batch back while the embedded processor lags too far behind; 503 after the wait.
+
+    The wait is what slows a client down to the speed the processor aggregates at (back-pressure by
+    latency), instead of letting acknowledged-but-not-queryable events pile up.
+    """
+    runner, limit = state.runner, state.settings.max_processor_lag_events
+    if runner is None or limit <= 0:
+        return
+    lag = runner.lag_events()
+    if lag is None or lag <= limit:
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + state.settings.admission_wait_s
+    while lag is not None and lag > limit:
+        if loop.time() >= deadline:
+            raise LogBackpressure(f"the processor is {lag} events behind", 1.0)
+        await asyncio.sleep(0.002)
+        lag = runner.lag_events()
+
+
 async def _append(request: Request, events: Sequence[Event]) -> None:
-    log = server_state(request).require_log()
+    state = server_state(request)
+    log = state.require_log()
     try:
+        await _admit(state)
         await log.append(events)
     except LogBackpressure as exc:
         raise ApiError(

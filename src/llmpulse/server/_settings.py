@@ -23,6 +23,7 @@ ENV_MAX_EVENT_AGE_S: Final = "LLMPULSE_MAX_EVENT_AGE_S"
 ENV_MAX_BODY_BYTES: Final = "LLMPULSE_MAX_BODY_BYTES"
 ENV_MAX_BATCH_ITEMS: Final = "LLMPULSE_MAX_BATCH_ITEMS"
 ENV_SYNC: Final = "LLMPULSE_LOG_SYNC"
+ENV_MAX_LAG_EVENTS: Final = "LLMPULSE_MAX_LAG_EVENTS"
 
 DEFAULT_DB_URL: Final = "sqlite:///llmpulse.db"
 
@@ -53,6 +54,10 @@ class ServerSettings:
         max_pending_events: events awaiting the log writer before ingest answers 503.
         checkpoint_interval_s: how often the processor commits windows and offsets.
         run_processor: run the processor inside the server (embedded mode).
+        max_processor_lag_events: in embedded mode, ingest holds new batches back while the processor
+            is more than this many events behind (0: never), so what is acknowledged becomes
+            queryable within about a second even when clients send faster than it can aggregate.
+        admission_wait_s: the longest a batch is held back before the answer is 503 + Retry-After.
     """
 
     host: str = "127.0.0.1"
@@ -67,6 +72,8 @@ class ServerSettings:
     max_pending_events: int = 200_000
     checkpoint_interval_s: float = 0.25
     run_processor: bool = True
+    max_processor_lag_events: int = 20_000
+    admission_wait_s: float = 2.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -81,6 +88,10 @@ class ServerSettings:
             raise ValueError(f"log_sync must be FULL or NORMAL, got {self.log_sync!r}")
         if self.max_pending_events < 1:
             raise ValueError(f"max_pending_events must be positive, got {self.max_pending_events!r}")
+        if self.max_processor_lag_events < 0:
+            raise ValueError(f"max_processor_lag_events must be >= 0, got {self.max_processor_lag_events!r}")
+        if self.admission_wait_s < 0:
+            raise ValueError(f"admission_wait_s must be >= 0, got {self.admission_wait_s!r}")
         if self.checkpoint_interval_s <= 0:
             raise ValueError(f"checkpoint_interval_s must be positive, got {self.checkpoint_interval_s!r}")
 
@@ -106,6 +117,8 @@ class ServerSettings:
             values["log_url"] = env[ENV_LOG]
         if ENV_ORPHAN_TIMEOUT_S in env:
             values["orphan_timeout_s"] = _float(env, ENV_ORPHAN_TIMEOUT_S)
+        if ENV_MAX_LAG_EVENTS in env:
+            values["max_processor_lag_events"] = _int(env, ENV_MAX_LAG_EVENTS)
         if ENV_SYNC in env:
             values["log_sync"] = env[ENV_SYNC].upper()
         limits: dict[str, Any] = {}
