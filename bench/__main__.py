@@ -1,6 +1,6 @@
 """`python -m bench` (`make bench`): every benchmark, each beside its reference, in one run.
 
-Set `BENCH_PAIRS` to change the size (default: 1M pairs for the processor, 500k pairs for ingest).
+Set `BENCH_PAIRS` to change the size (default: 1M pairs, 2M events, for each).
 """
 
 from __future__ import annotations

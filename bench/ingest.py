@@ -7,7 +7,7 @@ In one run, on the same generated batches of 100 events sent over HTTP from this
 - a bare ASGI endpoint under the same uvicorn that only parses each batch;
 - plain batched SQLite inserts of the same events (one transaction per batch of 100, in process).
 
-`BENCH_PAIRS` sets the number of request/response pairs (default 500,000 = 1M events).
+`BENCH_PAIRS` sets the number of request/response pairs (default 1,000,000 = 2M events).
 """
 
 from __future__ import annotations
@@ -214,7 +214,7 @@ def bench_llmpulse(bodies: list[bytes], sizes: list[int], total: int) -> dict[st
 
 def run(n_pairs: int | None = None) -> dict[str, Any]:
     """Run all three measurements on the same batches and print them side by side."""
-    n_pairs = n_pairs or int(os.environ.get("BENCH_PAIRS", "500000"))
+    n_pairs = n_pairs or int(os.environ.get("BENCH_PAIRS", "1000000"))
     bodies, sizes, total = make_batches(n_pairs)
     print(f"ingest benchmark: {total:,} events in {len(bodies):,} batches of 100")
     llmpulse = bench_llmpulse(bodies, sizes, total)
