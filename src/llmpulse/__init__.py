@@ -9,20 +9,9 @@ stays cheap. The wire schema is `llmpulse.events`, exporters `llmpulse.exporters
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from llmpulse._version import __version__
-
-if TYPE_CHECKING:
-    from llmpulse.sdk import (
-        Budget,
-        BudgetExceeded,
-        Collector,
-        StreamMeter,
-        TelemetryConfig,
-        instrument,
-        observe,
-    )
 
 #: public name → the module that defines it
 _LAZY: dict[str, str] = {
