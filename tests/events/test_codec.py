@@ -229,3 +229,21 @@ def test_log_encoding_round_trips_every_kind() -> None:
         LLMCall(model="m", timestamp=NOW, input_tokens=5, cached_input_tokens=2, request_id="c"),
     ]
     assert decode_log(encode_log(events)) == events
+
+
+def test_a_fully_accepted_unchanged_array_is_kept_raw_for_the_log() -> None:
+    body = _enc([_req(request_id="a"), _req(request_id="b")])
+    result = decode_batch(body, Limits(), now=NOW)
+    assert result.raw == body
+    assert decode_log(result.raw) == result.events
+    # normalised (a non-UTC offset), partly rejected, or not an array: re-encoded instead
+    shifted = decode_batch(_enc([_req(timestamp="2026-03-01T13:59:00+02:00")]), Limits(), now=NOW)
+    assert shifted.raw is None
+    partial = decode_batch(_enc([_req(), _req(timestamp="2020-01-01T00:00:00Z")]), Limits(), now=NOW)
+    assert partial.raw is None
+    single = decode_batch(_enc(_req()), Limits(), now=NOW)
+    assert single.raw is None
+    anonymous_call = decode_batch(
+        _enc([{"type": "llm.call", "model": "m", "timestamp": TS}]), Limits(), now=NOW
+    )
+    assert anonymous_call.raw is None

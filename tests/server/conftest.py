@@ -74,7 +74,7 @@ class RaisingLog:
         self.error = error
         self.closed = False
 
-    async def append(self, events: Sequence[Event]) -> None:
+    async def append(self, events: Sequence[Event], payload: bytes | None = None) -> None:
         raise self.error
 
     def partitions(self) -> list[int]:

@@ -23,7 +23,7 @@ def test_unknown_path_and_method_answer_json_errors(client: TestClient) -> None:
 
 def test_an_unexpected_error_is_a_bare_500_without_traceback(make_client: MakeClient) -> None:
     class Exploding:
-        async def append(self, events: Any) -> None:
+        async def append(self, events: Any, payload: bytes | None = None) -> None:
             raise RuntimeError("secret internals")
 
         def partitions(self) -> list[int]:

@@ -41,10 +41,15 @@ class Rejection:
 
 @dataclass(slots=True)
 class DecodedBatch:
-    """The result of decoding a batch: accepted events (in order) and rejected items."""
+    """The result of decoding a batch: accepted events (in order) and rejected items.
+
+    `raw` is the body itself when it is a JSON array that decodes to exactly `events` (every item
+    accepted, nothing normalised), so the event log can store it as it came instead of re-encoding.
+    """
 
     events: list[Event] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
+    raw: bytes | None = None
 
 
 class _Probe(msgspec.Struct):
@@ -58,6 +63,7 @@ _call_decoder: Final = msgspec.json.Decoder(LLMCall)
 _probe_decoder: Final = msgspec.json.Decoder(_Probe)
 _raw_list_decoder: Final = msgspec.json.Decoder(list[msgspec.Raw])
 _json_encoder: Final = msgspec.json.Encoder()
+_JSON_STARTS: Final = (b"[", b" ", b"\t", b"\r", b"\n")
 _log_encoder: Final = msgspec.msgpack.Encoder()
 _log_decoder: Final = msgspec.msgpack.Decoder(list[Event])
 _single_decoders: Final[dict[type[Any], msgspec.json.Decoder[Any]]] = {
@@ -225,11 +231,16 @@ def decode_batch(
                 raise EventValidationError(
                     f"batch has {len(events)} items; the limit is {limits.max_batch_items}"
                 )
+            unchanged = True
             for index, event in enumerate(events):
+                if event.timestamp.tzinfo is not UTC or (type(event) is LLMCall and event.request_id is None):
+                    unchanged = False  # `_check` normalises it: the body no longer says what we keep
                 try:
                     result.events.append(_check(event, window))
                 except EventValidationError as exc:
                     result.rejected.append(Rejection(index, str(exc)))
+            if unchanged and not result.rejected:
+                result.raw = body
             return result
     items = _split_items(body, ndjson)
     if len(items) > limits.max_batch_items:
@@ -248,10 +259,16 @@ def encode_json(event: Event) -> bytes:
 
 
 def encode_log(events: Sequence[Event]) -> bytes:
-    """Encode validated events for the event log (MessagePack, tagged)."""
+    """Encode validated events for the event log (MessagePack, tagged).
+
+    `decode_log` also reads a JSON array of events (a `DecodedBatch.raw` body stored as it came):
+    a MessagePack array never starts with ``[`` (0x5b, a positive fixint in MessagePack).
+    """
     return _log_encoder.encode(events)
 
 
 def decode_log(payload: bytes) -> list[Event]:
-    """Decode a payload written by `encode_log`."""
+    """Decode a log payload: `encode_log`'s MessagePack, or a JSON array of validated events."""
+    if payload[:1] in _JSON_STARTS:
+        return _batch_decoder.decode(payload)
     return _log_decoder.decode(payload)

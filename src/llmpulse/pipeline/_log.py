@@ -27,8 +27,12 @@ class EventLog(Protocol):
     `LogBackpressure` when the log cannot keep up and `LogClosed` after `close`.
     """
 
-    async def append(self, events: Sequence[Event]) -> None:
-        """Append events durably. Awaits the write; never blocks the event loop."""
+    async def append(self, events: Sequence[Event], payload: bytes | None = None) -> None:
+        """Append events durably. Awaits the write; never blocks the event loop.
+
+        `payload`, when given, is an encoding of exactly `events` that `decode_log` reads (a JSON
+        array body as it came); a log may store it instead of encoding the events again.
+        """
         ...
 
     def partitions(self) -> list[int]:

@@ -152,16 +152,19 @@ class SQLiteEventLog:
 
     # -- appending -----------------------------------------------------------------------------
 
-    async def append(self, events: Sequence[Event]) -> None:
+    async def append(self, events: Sequence[Event], payload: bytes | None = None) -> None:
         """Append `events` as one record; returns once it is durable. Never blocks the event loop.
 
-        Raises `LogBackpressure` when too many events await the writer, `LogClosed` after `close`.
+        `payload`, when given, is stored instead of `encode_log(events)` (it must decode to exactly
+        `events` with `decode_log`). Raises `LogBackpressure` when too many events await the writer,
+        `LogClosed` after `close`.
         """
         if not events:
             return
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        payload = encode_log(events)
+        if payload is None:
+            payload = encode_log(events)
         with self._cond:
             if self._closed:
                 raise LogClosed("the event log is closed")

@@ -125,12 +125,12 @@ async def _admit(state: ServerState) -> None:
         lag = runner.lag_events()
 
 
-async def _append(request: Request, events: Sequence[Event]) -> None:
+async def _append(request: Request, events: Sequence[Event], payload: bytes | None = None) -> None:
     state = server_state(request)
     log = state.require_log()
     try:
         await _admit(state)
-        await log.append(events)
+        await log.append(events, payload)
     except LogBackpressure as exc:
         raise ApiError(
             503, f"the event log is busy: {exc}", headers=retry_after_header(exc.retry_after_s)
@@ -235,7 +235,7 @@ async def post_events(request: Request) -> Response:
         status = 413 if message.startswith(_BATCH_TOO_LARGE_PREFIX) else 400
         raise ApiError(status, message) from None
     if batch.events:
-        await _append(request, batch.events)
+        await _append(request, batch.events, batch.raw)
     accepted = len(batch.events)
     if not batch.rejected:
         return json_response({"accepted": accepted})

@@ -62,6 +62,7 @@ def uvicorn_config(settings: ServerSettings) -> uvicorn.Config:
         access_log=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         server_header=False,
+        proxy_headers=False,  # no client addresses are used: skip the per-request middleware
     )
 
 
