@@ -7,6 +7,7 @@ benchmarks. This package raises no errors of its own beyond `ValueError` for bad
 
 from __future__ import annotations
 
+from llmpulse.testing._memory import InMemoryExporter
 from llmpulse.testing.traffic import (
     DEFAULT_MODELS,
     ROUTES,
@@ -20,6 +21,7 @@ __all__ = [
     "DEFAULT_MODELS",
     "ROUTES",
     "UNKNOWN_MODEL",
+    "InMemoryExporter",
     "encode_batch_json",
     "generate_events",
     "iter_batches",

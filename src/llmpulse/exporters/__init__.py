@@ -1,0 +1,32 @@
+"""Exporters: where the SDK's telemetry goes, one module per destination behind one protocol.
+
+Each exporter implements `llmpulse.sdk._exporter.Exporter` (`name`, `export(items)`,
+`force_flush(timeout)`, `shutdown(timeout)`) and runs on its own `ExportPipeline` worker, which
+batches, retries with backoff and jitter, honours `Retry-After` and counts every drop; exporters only
+say whether a failure is retryable. They never run on the application's thread.
+
+- `ConsoleExporter`: JSON lines (or short human lines) on stderr or any text stream.
+- `FileExporter`: JSON lines in a file, with size-based rotation.
+- `PulseExporter`: batches to the llmpulse server's `POST /v1/events` (stdlib HTTP).
+
+Errors, as the delivery core understands them: `RetryableError` (transient, retried), `ExportError`
+and any other exception (permanent for that batch); `ExportResult` reports a partial success.
+"""
+
+from __future__ import annotations
+
+from llmpulse.exporters._console import ConsoleExporter
+from llmpulse.exporters._file import FileExporter
+from llmpulse.exporters._pulse import PulseExporter
+from llmpulse.sdk._exporter import Exporter, ExportError, ExportResult, RetryableError, as_exporter
+
+__all__ = [
+    "ConsoleExporter",
+    "ExportError",
+    "ExportResult",
+    "Exporter",
+    "FileExporter",
+    "PulseExporter",
+    "RetryableError",
+    "as_exporter",
+]

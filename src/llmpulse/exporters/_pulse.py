@@ -1,0 +1,193 @@
+"""`PulseExporter`: batches of call events to the llmpulse server's `POST /v1/events`.
+
+Stdlib `http.client` only (the SDK stays light), one keep-alive connection reused across batches and
+opened again after any error or in a forked child. Answers map to the delivery core's vocabulary:
+
+| answer | meaning for the batch |
+|---|---|
+| 200 | every item exported |
+| 207, 422 with `rejected` | the named items dropped (reason ``"rejected_by_server"``), the rest exported |
+| 408, 425, 429, 5xx, connection errors, timeouts | `RetryableError`, honouring `Retry-After` |
+| other 4xx (400, 401, 403, 404, 413, 415, ...), 3xx | permanent: `ExportError`, the batch dropped |
+
+Only the kinds the server ingests (``"llm.call"``, ``"llm.request"``, ``"llm.response"``) are sent;
+other items (spans, metrics, logs) are dropped with reason ``"unsupported_kind"``, so the statistics
+say what the server never saw.
+
+Errors: `RetryableError` and `ExportError` from `llmpulse.sdk._exporter`; `ValueError` for a bad URL.
+"""
+
+from __future__ import annotations
+
+import gzip as gzip_module
+import http.client
+import os
+import urllib.parse
+from collections.abc import Sequence
+from typing import Any, Final
+
+import msgspec
+
+from llmpulse._version import __version__
+from llmpulse.sdk._exporter import ExportError, ExportResult, RetryableError
+from llmpulse.sdk._retry import parse_retry_after
+
+__all__ = ["PulseExporter"]
+
+#: The kinds of item the server's `/v1/events` accepts today.
+SUPPORTED_KINDS: Final = frozenset({"llm.call", "llm.request", "llm.response"})
+#: Bodies smaller than this are sent uncompressed even with `gzip=True` (compression would not pay).
+GZIP_MIN_BYTES: Final = 1024
+_RETRYABLE_STATUS: Final = frozenset({408, 425, 429})
+
+_encoder = msgspec.json.Encoder()
+
+
+class _Answer(msgspec.Struct):
+    accepted: int = 0
+    rejected: list[dict[str, Any]] = []
+    error: str | None = None
+
+
+_answer_decoder = msgspec.json.Decoder(_Answer)
+
+
+def _reasons(rejected: list[dict[str, Any]], limit: int = 3) -> tuple[str, ...]:
+    return tuple(f"item {r.get('index')}: {r.get('error')}" for r in rejected[:limit])
+
+
+class PulseExporter:
+    """Sends LLM call events to an llmpulse server at `url` (its base URL) in JSON-array batches.
+
+    `api_key` is sent as ``Authorization: Bearer <api_key>``; `timeout_s` bounds connecting and each
+    socket read; `gzip` compresses bodies of at least 1 KiB. `export` blocks on the network. Calls
+    are serialised by the pipeline (no lock here, so a child forked mid-export cannot inherit a held
+    one).
+    """
+
+    def __init__(
+        self,
+        url: str = "http://127.0.0.1:8080",
+        api_key: str | None = None,
+        timeout_s: float = 10.0,
+        gzip: bool = True,
+        *,
+        name: str = "pulse",
+    ) -> None:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"url must be an http(s) base URL such as http://127.0.0.1:8080, got {url!r}")
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s must be positive, got {timeout_s!r}")
+        self.url = url.rstrip("/")
+        self.name = name
+        self.timeout_s = float(timeout_s)
+        self.gzip = gzip
+        self._scheme = parts.scheme
+        self._host = parts.hostname
+        self._port = parts.port
+        self._path = parts.path.rstrip("/") + "/v1/events"
+        self._headers = {
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": f"llmpulse-sdk/{__version__}",
+        }
+        if api_key:
+            self._headers["Authorization"] = f"Bearer {api_key}"
+        self._conn: http.client.HTTPConnection | None = None
+        self._pid = os.getpid()
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._conn is not None and self._pid != os.getpid():
+            self._conn.close()  # the child's copy of the parent's socket; the parent keeps its own
+            self._conn = None
+        if self._conn is None:
+            self._pid = os.getpid()
+            cls = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
+            self._conn = cls(self._host, self._port, timeout=self.timeout_s)
+        return self._conn
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _post(self, body: bytes, headers: dict[str, str]) -> tuple[int, bytes, str | None]:
+        """One POST on the kept-alive connection, reopened once if the server had closed it idle."""
+        for fresh in (self._conn is None, True):
+            conn = self._connection()
+            try:
+                conn.request("POST", self._path, body=body, headers=headers)
+                response = conn.getresponse()
+                data = response.read()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
+                self._drop_connection()
+                if fresh:
+                    raise RetryableError(f"POST {self.url}{self._path}: {exc}") from exc
+                continue  # a reused connection the server had closed: try once on a new one
+            except (OSError, http.client.HTTPException) as exc:
+                self._drop_connection()
+                kind = "timed out" if isinstance(exc, TimeoutError) else str(exc)
+                raise RetryableError(f"POST {self.url}{self._path}: {kind or type(exc).__name__}") from exc
+            if response.will_close:
+                self._drop_connection()
+            return response.status, data, response.getheader("Retry-After")
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def export(self, items: Sequence[dict[str, Any]]) -> ExportResult | None:
+        """POST the batch's server-supported items to ``{url}/v1/events``; blocks on the network.
+
+        Raises `RetryableError` (408/425/429/5xx, connection errors, timeouts) or `ExportError`
+        (other answers); returns an `ExportResult` for rejected or unsupported items.
+        """
+        events = [item for item in items if item.get("type") in SUPPORTED_KINDS]
+        dropped: dict[str, int] = {}
+        errors: list[str] = []
+        unsupported = len(items) - len(events)
+        if unsupported:
+            dropped["unsupported_kind"] = unsupported
+            kinds = sorted({str(i.get("type")) for i in items if i.get("type") not in SUPPORTED_KINDS})
+            errors.append(f"the server does not ingest {', '.join(kinds)} items")
+        if events:
+            body = _encoder.encode(events)
+            headers = dict(self._headers)
+            if self.gzip and len(body) >= GZIP_MIN_BYTES:
+                body = gzip_module.compress(body, compresslevel=5)
+                headers["Content-Encoding"] = "gzip"
+            status, data, retry_after = self._post(body, headers)
+            rejected = self._check(status, data, retry_after, len(events))
+            if rejected:
+                dropped["rejected_by_server"] = len(rejected)
+                errors[:0] = _reasons(rejected)
+        return ExportResult(dropped, tuple(errors)) if dropped else None
+
+    def _check(self, status: int, data: bytes, retry_after: str | None, sent: int) -> list[dict[str, Any]]:
+        """The rejected items of an answer, or raise for a failed batch."""
+        if status == 200:
+            return []
+        text = data[:300].decode("utf-8", "replace").strip()
+        where = f"POST {self.url}{self._path}"
+        if status in _RETRYABLE_STATUS or 500 <= status <= 599:
+            raise RetryableError(
+                f"{where}: HTTP {status} {text}", retry_after_s=parse_retry_after(retry_after)
+            )
+        if status in (207, 422):
+            try:
+                answer = _answer_decoder.decode(data)
+            except msgspec.MsgspecError:
+                answer = None
+            if answer is not None and answer.rejected:
+                return answer.rejected
+            if status == 207:
+                return []
+        raise ExportError(f"{where}: HTTP {status} {text}")
+
+    def force_flush(self, timeout: float) -> bool:
+        """Nothing is buffered here (each batch is sent by `export`); True."""
+        return True
+
+    def shutdown(self, timeout: float) -> None:
+        """Close the kept-alive connection; does not block."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
