@@ -9,9 +9,15 @@ stays cheap. The wire schema is `llmpulse.events`, exporters `llmpulse.exporters
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmpulse._version import __version__
+
+if TYPE_CHECKING:
+    from llmpulse.sdk import Collector, TelemetryConfig, observe
+    from llmpulse.sdk._budget import Budget, BudgetExceeded
+    from llmpulse.sdk._stream import StreamMeter
+    from llmpulse.sdk.instrument import instrument
 
 #: public name → the module that defines it
 _LAZY: dict[str, str] = {
@@ -20,7 +26,7 @@ _LAZY: dict[str, str] = {
     "Collector": "llmpulse.sdk",
     "StreamMeter": "llmpulse.sdk",
     "TelemetryConfig": "llmpulse.sdk",
-    "instrument": "llmpulse.sdk",
+    "instrument": "llmpulse.sdk.instrument",
     "observe": "llmpulse.sdk",
 }
 

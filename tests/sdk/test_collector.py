@@ -372,3 +372,31 @@ def test_asyncio_code_records_and_flushes_without_blocking_the_loop() -> None:
     assert ticks >= 10  # ...and the loop kept running meanwhile
     assert len(memory.items) == 1000
     assert len(gate.items) == 1000
+
+
+def test_a_hung_exporter_does_not_eat_the_others_shutdown_time(tmp_path: Path) -> None:
+    release = threading.Event()
+
+    class Hung:
+        name = "hung"
+
+        def export(self, items: object) -> None:
+            release.wait(30)
+
+        def force_flush(self, timeout: float) -> bool:
+            return True
+
+        def shutdown(self, timeout: float) -> None:
+            return None
+
+    path = tmp_path / "calls.jsonl"
+    collector = Collector(TelemetryConfig(flush_interval_ms=10), exporters=[Hung(), FileExporter(path)])
+    try:
+        for _ in range(5):
+            collector.record(LLMCall(model="gpt-4o-mini", timestamp=datetime.now(UTC), input_tokens=1))
+        started = time.monotonic()
+        assert collector.shutdown(timeout=1.0) is False  # the hung one did not finish
+        assert time.monotonic() - started < 2.5
+        assert len(path.read_text().splitlines()) == 5  # the file exporter got its share in time
+    finally:
+        release.set()

@@ -17,7 +17,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
@@ -80,24 +80,19 @@ class _Pipelines:
             return unique
 
     def shutdown(self, timeout: float) -> bool:
-        """Shut every pipeline down, handing one deadline from each to the next; blocks up to `timeout`.
+        """Shut every pipeline down in parallel within one deadline; blocks up to `timeout`.
 
-        False at once when a shutdown already began elsewhere.
+        In parallel, so a hung exporter cannot eat the time of the others. False at once when a
+        shutdown already began elsewhere.
         """
-        deadline = time.monotonic() + timeout
         with self.lock:
             if self.closing:
                 return False
             self.closing = True
             pipelines = self.pipelines
-        ok = True
         try:
-            for pipeline in pipelines:
-                try:
-                    ok = pipeline.shutdown(max(0.0, deadline - time.monotonic())) and ok
-                except Exception as exc:
-                    self.errors.append(exc)
-                    ok = False
+            ok, errors = run_within([p.shutdown for p in pipelines], timeout)
+            self.errors.extend(errors)
         finally:
             self.done.set()
         return ok
@@ -108,6 +103,35 @@ class _Pipelines:
             self.done.wait(self.timeout)
         else:
             self.shutdown(self.timeout)
+
+
+def run_within(calls: Sequence[Callable[[float], bool]], timeout: float) -> tuple[bool, list[Exception]]:
+    """Run each ``call(remaining_timeout)`` in parallel and wait for all up to `timeout`. Blocks.
+
+    True when every call returned True in time; a call still running at the deadline counts as
+    False (its daemon thread finishes on its own). Exceptions are returned, never raised.
+    """
+    errors: list[Exception] = []
+    if len(calls) == 1:
+        try:
+            return bool(calls[0](timeout)), errors
+        except Exception as exc:
+            return False, [exc]
+    deadline = time.monotonic() + timeout
+    results: list[bool] = []
+
+    def one(call: Callable[[float], bool]) -> None:
+        try:
+            results.append(bool(call(max(0.0, deadline - time.monotonic()))))
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(c,), name="llmpulse-flush", daemon=True) for c in calls]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    return len(results) == len(calls) and all(results), list(errors)
 
 
 def _abandon(pipelines: _Pipelines, hook: Callable[[], None]) -> None:
@@ -281,24 +305,20 @@ class Collector:
     def flush(self, timeout: float | None = None) -> bool:
         """Export everything recorded so far; blocks up to `timeout` s (default `shutdown_timeout_s`).
 
-        The deadline is shared: each exporter gets what the previous ones left. True when every
-        exporter settled its items in time. From asyncio code use `aflush`.
+        Every exporter flushes in parallel against the same deadline, so a hung one cannot hold the
+        others back. True when every exporter settled its items in time. From asyncio use `aflush`.
         """
-        deadline = time.monotonic() + self._timeout(timeout)
-        ok = True
-        for pipeline in self._exporters.pipelines:
-            try:
-                ok = pipeline.force_flush(max(0.0, deadline - time.monotonic())) and ok
-            except Exception as exc:
-                self._record_failure(exc)
-                ok = False
+        ok, errors = run_within([p.force_flush for p in self._exporters.pipelines], self._timeout(timeout))
+        for exc in errors:
+            self._record_failure(exc)
         return ok
 
     def shutdown(self, timeout: float | None = None) -> bool:
         """Flush and stop every exporter; blocks up to `timeout` s (default `shutdown_timeout_s`).
 
-        One deadline is handed from exporter to exporter; what is still queued at the deadline is
-        dropped and counted. Items recorded afterwards are counted as dropped (reason ``"shutdown"``).
+        Every exporter shuts down in parallel against one deadline; what is still queued at the
+        deadline is dropped and counted. Items recorded afterwards are counted as dropped (reason
+        ``"shutdown"``).
         Idempotent: later calls return False at once. From asyncio code use `ashutdown`.
         """
         exporters = self._exporters
