@@ -9,12 +9,12 @@ import json
 import sys
 from pathlib import Path
 
-from bench import ingest, processor
+from bench import ingest, processor, sdk
 
 
 def main() -> int:
     """Run the benchmarks and write their figures to bench/out/results.json."""
-    results = {"processor": processor.run(), "ingest": ingest.run()}
+    results = {"processor": processor.run(), "ingest": ingest.run(), "sdk": sdk.run()}
     out = Path(__file__).parent / "out"
     out.mkdir(exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
