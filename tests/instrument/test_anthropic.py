@@ -28,7 +28,9 @@ def test_json_adds_cache_reads_and_writes_to_input(anthropic_harness: Harness) -
     assert event.provider == "anthropic"
     assert event.model == MODEL_ANTHROPIC
     assert event.response_model == f"{MODEL_ANTHROPIC}-20250101"
-    assert event.request_id == "msg_fake"
+    assert event.metadata is not None
+    assert event.metadata["provider_request_id"] == "msg_fake"
+    assert event.request_id is not None and len(event.request_id) == 32
     assert event.finish_reason == "end_turn"
     assert event.status == "ok"
 
@@ -81,7 +83,9 @@ def test_error_status_is_recorded_and_reraised_unchanged(
     assert isinstance(event.error, dict)
     assert event.error["status_code"] == code
     assert event.error["type"] == type(run.error).__name__
-    assert event.request_id == f"req_err_{code}"
+    assert event.metadata is not None
+    assert event.metadata["provider_request_id"] == f"req_err_{code}"
+    assert event.request_id is not None and len(event.request_id) == 32
 
 
 @pytest.mark.parametrize("api", STREAM_APIS)

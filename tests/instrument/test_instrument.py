@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from typing import Any
@@ -87,7 +88,7 @@ def test_attributes_top_level_and_metadata(fake: FakeProvider) -> None:
     first, second = recorder.items
     for key, value in attributes.items():
         assert getattr(first, key) == value
-    assert first.metadata == {"team": "search", "shard": 3}
+    assert first.metadata == {"team": "search", "shard": 3, "provider_request_id": "chatcmpl-fake"}
     assert first.metadata is not second.metadata  # each event owns its metadata
 
 
@@ -222,7 +223,7 @@ def test_meter_per_request_override_and_disabled(fake: FakeProvider) -> None:
     metered, unmetered = recorder.items
     assert metered.metadata is not None
     assert "stream" in metered.metadata
-    assert unmetered.metadata is None  # a disabled meter adds nothing
+    assert unmetered.metadata == {"provider_request_id": "chatcmpl-fake"}  # a disabled meter adds nothing
     assert unmetered.ttft_ms is not None  # ttft does not depend on the meter
 
 
@@ -259,3 +260,49 @@ def test_call_inside_an_opentelemetry_span_carries_its_trace(fake: FakeProvider)
     (event,) = recorder.items
     assert event.trace_id == format(context.trace_id, "032x")
     assert event.parent_span_id == format(context.span_id, "016x")
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_stream_is_cut_off_when_its_budget_is_exhausted(fake: FakeProvider, is_async: bool) -> None:
+    # The reservation covers max_tokens=2; the fake server ignores it and streams 400 tokens.
+    budget = Budget(2e-5)
+    recorder = ListRecorder()
+    received: list[Any] = []
+
+    async def consume_async() -> None:
+        async with openai.AsyncOpenAI(api_key="k", base_url=fake.openai_url, max_retries=0) as client:
+            instrument(client, recorder, budget=budget)
+            stream = await _chat(client, "chunks=400", stream=True, max_tokens=2)
+            async for chunk in stream:
+                received.append(chunk)
+
+    def consume() -> None:
+        with _openai(fake) as client:
+            instrument(client, recorder, budget=budget)
+            for chunk in _chat(client, "chunks=400", stream=True, max_tokens=2):
+                received.append(chunk)
+
+    with pytest.raises(BudgetExceeded):
+        asyncio.run(consume_async()) if is_async else consume()
+    assert 4 <= len(received) < 100  # stopped early, not after 400 chunks
+    (event,) = recorder.items
+    assert event.status == "error"
+    assert isinstance(event.error, dict)
+    assert event.error["type"] == "BudgetExceeded"
+    # the role chunk carried no token; the chunk that crossed the limit was generated (and is billed)
+    # but not delivered
+    assert event.output_tokens == len(received)
+    assert budget.reserved() == 0
+    assert budget.spent() > 0  # what was streamed is charged, not released
+
+
+def test_cut_connection_settles_the_partial_cost(fake: FakeProvider) -> None:
+    budget = Budget(1.0)
+    with _openai(fake) as client:
+        instrument(client, ListRecorder(), budget=budget)
+        stream = _chat(client, "chunks=6,cutoff=3", stream=True)
+        # openai >= 1.7x wraps the transport error in APIConnectionError; older versions do not
+        with pytest.raises(Exception, match=r"onnection|incomplete"):
+            list(stream)
+    assert budget.reserved() == 0
+    assert budget.spent() > 0

@@ -24,19 +24,35 @@ Every function accepts the provider SDK's objects or plain dicts (the JSON form)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Final
+
+import msgspec
 
 __all__ = ["StreamUsage", "Usage", "from_anthropic", "from_openai_chat", "from_openai_responses"]
 
 
-def _field(obj: Any, name: str) -> Any:
-    """`obj[name]` for dicts (the JSON form), `obj.name` otherwise; None when absent."""
+_MISSING: Final = object()
+
+
+def field(obj: Any, name: str) -> Any:
+    """`obj[name]` for dicts (the JSON form), `obj.name` otherwise; None when absent. Does not block.
+
+    Reads an SDK object's instance `__dict__` first (pydantic keeps declared fields there): a dict
+    lookup is cheaper than attribute access on the hot path.
+    """
     if obj is None:
         return None
     if isinstance(obj, dict):
         return obj.get(name)
+    values = getattr(obj, "__dict__", None)
+    if values is not None:
+        value = values.get(name, _MISSING)
+        if value is not _MISSING:
+            return value
     return getattr(obj, name, None)
+
+
+_field = field
 
 
 def _count(value: Any) -> int:
@@ -48,13 +64,12 @@ def _count(value: Any) -> int:
     return 0
 
 
-@dataclass(frozen=True, slots=True)
-class Usage:
+class Usage(msgspec.Struct, frozen=True, gc=False):
     """Token usage of one call in the inclusive convention (see the module docstring).
 
     `input_tokens` includes `cached_input_tokens` (cache reads) and `cache_write_tokens`;
     `output_tokens` includes `reasoning_tokens`. Build it with `Usage.of` (which clamps parts to their
-    wholes) or the `from_*` functions; the plain constructor does not check.
+    wholes) or the `from_*` functions; the plain constructor does not check. Immutable.
     """
 
     input_tokens: int = 0
@@ -77,6 +92,14 @@ class Usage:
         A provider that reports more cached than prompt tokens would otherwise produce a call event
         that fails validation; the wholes are what is billed, so they are kept. Does not block.
         """
+        if (
+            cached_input_tokens + cache_write_tokens <= input_tokens
+            and reasoning_tokens <= output_tokens
+            # a bitwise or of ints is negative exactly when one of them is
+            and (input_tokens | output_tokens | cached_input_tokens | cache_write_tokens | reasoning_tokens)
+            >= 0
+        ):
+            return cls(input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, reasoning_tokens)
         input_tokens = max(input_tokens, 0)
         output_tokens = max(output_tokens, 0)
         cached = min(max(cached_input_tokens, 0), input_tokens)

@@ -10,7 +10,8 @@ application, never by `import llmpulse.sdk`.
 Errors: `TypeError` for a client this module cannot instrument. Everything else the application
 sees is its own: the provider's return values, stream objects and exceptions pass through unchanged,
 and a failure of the telemetry is logged once, never raised. `BudgetExceeded` comes from the budget
-the application passes, before the request is sent.
+the application passes: before the request is sent, or from a stream's iteration when the stream
+exhausts it.
 """
 
 from __future__ import annotations
@@ -18,11 +19,20 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from llmpulse.sdk._stream import StreamMeter
-from llmpulse.sdk.instrument._common import HOLDER_ATTR, Holder, Recorder, Settings, is_async_method
+from llmpulse.sdk.instrument._common import (
+    HOLDER_ATTR,
+    BudgetLike,
+    Holder,
+    Recorder,
+    Settings,
+    is_async_method,
+)
 
 __all__ = ["instrument"]
 
 _Client = TypeVar("_Client")
+#: The meter of `instrument(meter=None)`: meters every stream, no callback (summary in metadata).
+_DEFAULT_METER = StreamMeter()
 
 
 def _provider_of(client: object) -> str | None:
@@ -69,7 +79,7 @@ def instrument(
     client: _Client,
     collector: Recorder | None = None,
     *,
-    budget: Any = None,
+    budget: BudgetLike | None = None,
     stream_usage: bool = True,
     meter: StreamMeter | None = None,
     **attributes: Any,
@@ -84,11 +94,15 @@ def instrument(
 
     `budget`: an object with `reserve(attributes, max_cost_usd) -> reservation` (and the
     reservation's `settle(cost)`/`release()`), such as `llmpulse.Budget`; each call reserves its
-    estimated maximum cost before it is sent and settles the real cost afterwards (prices are then
-    looked up on the calling thread). `stream_usage=False` stops asking OpenAI chat streams for
-    `stream_options.include_usage`. `meter` meters every stream (default: a `StreamMeter()` without
-    callback, whose summary lands in the event's `metadata["stream"]`; `StreamMeter(enabled=False)`
-    turns metering off). With neither `collector` nor `budget` the wrappers are a pass-through.
+    estimated maximum cost before it is sent (`BudgetExceeded` propagates) and settles the real cost
+    afterwards; a stream that exhausts a `"raise"` budget is closed and raises `BudgetExceeded` from
+    its iteration (prices are then looked up on the calling thread).
+
+    `stream_usage=False` stops asking OpenAI chat streams for `stream_options.include_usage`.
+    `meter` meters every stream (default: a `StreamMeter()` without callback, whose summary lands in
+    the event's `metadata["stream"]`; `StreamMeter(enabled=False)` turns metering off). With neither
+    `collector` (given, or bound to the context with `Collector.bind()`) nor `budget`, calls pass
+    straight through.
 
     Instrumenting the same client again does not wrap twice: the new settings replace the old.
     Raises `TypeError` for an object that is not an openai or anthropic client. Does not block.
@@ -108,6 +122,3 @@ def instrument(
         return client
     _attach(client, Holder(settings), provider)
     return client
-
-
-_DEFAULT_METER = StreamMeter()

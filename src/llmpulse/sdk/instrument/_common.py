@@ -3,9 +3,10 @@
 A wrapped `create` builds a `Call` (start time, budget reservation), runs the original method and
 either completes the call from the result or, for a stream, attaches a `StreamState` to the stream
 object the provider SDK returned. The stream keeps its type: its class is swapped for a cached
-subclass (`_SyncStreamMixin` / `_AsyncStreamMixin` first in the MRO) that observes every item the
-application pulls and notices `close()`; `weakref.finalize` catches a stream that is dropped. So
-`isinstance` checks, attributes and helper methods of the SDK's stream keep working.
+subclass (`subclass`, methods from `_sync_stream_methods` / `_async_stream_methods`) that observes
+every item the application pulls and notices `close()`; `weakref.finalize` hands a dropped stream to
+the reaper thread. So `isinstance` checks, attributes and helper methods of the SDK's stream keep
+working.
 
 Nothing here raises into the application except the application's own exceptions (re-raised
 unchanged) and `BudgetExceeded` from a budget the application configured; a failure of the
@@ -33,6 +34,9 @@ from llmpulse.sdk._stream import MeteredStream, StreamMeter, StreamStatus, curre
 from llmpulse.sdk._tracing import current_collector, current_span
 from llmpulse.sdk._usage import StreamUsage, Usage
 
+#: `metadata` key holding the provider's own id of the call (its response or request id).
+PROVIDER_ID_KEY = "provider_request_id"
+
 if TYPE_CHECKING:
     from llmpulse.pricing import Pricer
 
@@ -44,6 +48,9 @@ TOP_LEVEL_ATTRIBUTES: Final = frozenset(
 )
 #: Output tokens assumed for a budget estimate when the request sets no maximum.
 DEFAULT_MAX_OUTPUT_TOKENS: Final = 4096
+#: A stream's cost so far is checked against its budget every this many content chunks.
+BUDGET_CHECK_CHUNKS: Final = 4
+_NEVER: Final = 1 << 62
 #: Header the provider SDKs add for `with_raw_response` / `with_streaming_response` calls.
 RAW_RESPONSE_HEADER: Final = "X-Stainless-Raw-Response"
 
@@ -61,6 +68,16 @@ class Recorder(Protocol):
         """Queue one item for export."""
 
 
+class BudgetLike(Protocol):
+    """What `instrument(budget=...)` needs: `llmpulse.Budget` / `Budgets` or anything alike.
+
+    `reserve` returns a reservation with `settle(actual_cost_usd: float | None)` and `release()`.
+    """
+
+    def reserve(self, attributes: Mapping[str, str | None], max_cost_usd: float) -> Any:
+        """Admit a call and reserve its estimated maximum cost (may raise `BudgetExceeded`)."""
+
+
 class Settings:
     """The configuration of one instrumented client (replaced as a whole on re-instrumentation)."""
 
@@ -69,7 +86,7 @@ class Settings:
     def __init__(
         self,
         collector: Recorder | None,
-        budget: Any,
+        budget: BudgetLike | None,
         stream_usage: bool,
         meter: StreamMeter | None,
         attributes: Mapping[str, Any],
@@ -223,12 +240,13 @@ class Call:
         model = kwargs.get("model")
         self.model = model if isinstance(model, str) and model else "unknown"
         self.reservation: Any = None
-        if settings.budget is not None:
-            self._reserve()
+        budget = settings.budget
+        if budget is not None:
+            self._reserve(budget)
         self.timestamp = datetime.now(UTC)
         self.t0 = time.perf_counter()
 
-    def _reserve(self) -> None:
+    def _reserve(self, budget: BudgetLike) -> None:
         """Reserve the estimated maximum cost; `BudgetExceeded` reaches the application."""
         try:
             estimate = pricer().cost(
@@ -240,15 +258,15 @@ class Call:
         except Exception:
             log_failure("estimating a call's cost for its budget")
             estimate = None
-        self.reservation = self.settings.budget.reserve(self.settings.fields, estimate or 0.0)
+        self.reservation = budget.reserve(self.settings.fields, estimate or 0.0)
 
     def _settle(self, status: str, usage: Usage, response_model: str | None) -> None:
         reservation, self.reservation = self.reservation, None
         if reservation is None:
             return
         try:
-            if status == "error":
-                reservation.release()
+            if status == "error" and usage.total_tokens == 0:
+                reservation.release()  # failed before costing anything
                 return
             p = pricer()
             model = self.model
@@ -289,6 +307,15 @@ class Call:
                 metadata = {**metadata, **extra} if metadata else dict(extra)
             elif metadata is not None:
                 metadata = dict(metadata)
+            if outcome.request_id:
+                # the provider's id is for correlating with its logs; llmpulse's own `request_id` is
+                # always fresh, because the server counts each id once and some OpenAI-compatible
+                # servers answer every call with the same id
+                metadata = (
+                    {**metadata, PROVIDER_ID_KEY: outcome.request_id}
+                    if metadata
+                    else {PROVIDER_ID_KEY: outcome.request_id}
+                )
             trace = self.trace
             event = LLMCall(
                 model=self.model,
@@ -298,7 +325,7 @@ class Call:
                 cached_input_tokens=usage.cached_input_tokens,
                 cache_write_tokens=usage.cache_write_tokens,
                 reasoning_tokens=usage.reasoning_tokens,
-                request_id=outcome.request_id or uuid.uuid4().hex,
+                request_id=uuid.uuid4().hex,
                 provider=self.provider,
                 response_model=outcome.response_model,
                 latency_ms=latency_ms,
@@ -343,8 +370,10 @@ class StreamState:
         "first_content",
         "handler",
         "hide_usage_chunk",
+        "input_estimate",
         "last_bytes",
         "meter",
+        "next_budget_check",
         "request_id",
         "response",
         "response_model",
@@ -368,6 +397,8 @@ class StreamState:
         self.done = False
         self.finalizer: weakref.finalize[Any, Any] | None = None
         self.last_bytes = 0
+        self.input_estimate = -1
+        self.next_budget_check = BUDGET_CHECK_CHUNKS if call.reservation is not None else _NEVER
         meter = current_meter() or call.settings.meter
         self.meter: MeteredStream | None = None
         if meter is not None and meter.enabled:
@@ -393,6 +424,56 @@ class StreamState:
             meter.chunk(nbytes, content=kind == CONTENT, tokens=tokens or None, raw=item)
         return kind != HIDE
 
+    def partial_usage(self, *, complete: bool) -> tuple[Usage, bool]:
+        """The usage so far, and whether it had to be estimated.
+
+        When the provider never said (usage not asked for, or the stream stopped before it came), or
+        said less output than the content chunks received, what is known is billed: the prompt
+        estimated from its text, one output token per content chunk.
+        """
+        usage = self.usage.usage
+        if self.usage.seen and (complete or self.content_chunks <= usage.output_tokens):
+            return usage, False
+        if self.input_estimate < 0:
+            self.input_estimate = estimate_input_tokens(self.call.kwargs)
+        estimated = Usage.of(
+            max(usage.input_tokens, self.input_estimate),
+            max(usage.output_tokens, self.content_chunks),
+            usage.cached_input_tokens,
+            usage.cache_write_tokens,
+            usage.reasoning_tokens,
+        )
+        return estimated, True
+
+    def over_budget(self) -> BaseException | None:
+        """`BudgetExceeded` when the stream's cost so far exhausts a `"raise"` budget, else None.
+
+        Checked every `BUDGET_CHECK_CHUNKS` content chunks, only for calls holding a reservation with
+        `check_progress` (llmpulse budgets). Never raises.
+        """
+        if self.content_chunks < self.next_budget_check:
+            return None
+        self.next_budget_check = self.content_chunks + BUDGET_CHECK_CHUNKS
+        check = getattr(self.call.reservation, "check_progress", None)
+        if check is None:
+            return None
+        try:
+            usage, _ = self.partial_usage(complete=False)
+            cost = pricer().cost(
+                self.call.model,
+                provider=self.call.provider,
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cached_input_tokens=usage.cached_input_tokens,
+                cache_write_tokens=usage.cache_write_tokens,
+                reasoning_tokens=usage.reasoning_tokens,
+            )
+            exceeded = check(cost) if cost is not None else None
+        except Exception:
+            log_failure("checking a stream's budget")
+            return None
+        return exceeded if isinstance(exceeded, BaseException) else None
+
     def finish(self, status: StreamStatus, exc: BaseException | None = None) -> None:
         """Send the stream's one event (first call wins). Never raises."""
         if self.done:
@@ -405,19 +486,8 @@ class StreamState:
             call = self.call
             if status == "completed" and self.error is not None:
                 status = "error"
-            usage = self.usage.usage
-            extra: dict[str, Any] = {}
-            if not self.usage.seen or (status != "completed" and self.content_chunks > usage.output_tokens):
-                # The provider never said (usage not asked for, or the stream stopped before it came):
-                # bill what is known, with an estimate marked as such.
-                usage = Usage.of(
-                    max(usage.input_tokens, estimate_input_tokens(call.kwargs)),
-                    max(usage.output_tokens, self.content_chunks),
-                    usage.cached_input_tokens,
-                    usage.cache_write_tokens,
-                    usage.reasoning_tokens,
-                )
-                extra["usage_estimated"] = True
+            usage, estimated = self.partial_usage(complete=status == "completed")
+            extra: dict[str, Any] = {"usage_estimated": True} if estimated else {}
             if self.meter is not None:
                 if exc is not None:
                     self.meter.error(exc)
@@ -487,6 +557,14 @@ def _sync_stream_methods(base: type) -> dict[str, Any]:
                 state.raised(exc)
                 raise
             if state.observe(item):
+                if state.content_chunks >= state.next_budget_check:
+                    exceeded = state.over_budget()
+                    if exceeded is not None:
+                        try:
+                            base_close(self)
+                        finally:
+                            state.raised(exceeded)
+                        raise exceeded
                 return item
 
     def __iter__(self: Any) -> Any:
@@ -524,6 +602,14 @@ def _async_stream_methods(base: type) -> dict[str, Any]:
                 state.raised(exc)
                 raise
             if state.observe(item):
+                if state.content_chunks >= state.next_budget_check:
+                    exceeded = state.over_budget()
+                    if exceeded is not None:
+                        try:
+                            await base_close(self)
+                        finally:
+                            state.raised(exceeded)
+                        raise exceeded
                 return item
 
     async def __aiter__(self: Any) -> Any:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-from llmpulse.sdk._usage import from_openai_chat, from_openai_responses
+from llmpulse.sdk._usage import field, from_openai_chat, from_openai_responses
 from llmpulse.sdk.instrument._common import (
     CONTENT,
     HIDE,
@@ -46,12 +46,15 @@ def _str(value: Any) -> str | None:
 
 
 def _chat_outcome(result: Any) -> Outcome:
-    choices = getattr(result, "choices", None) or ()
-    finish = next((c.finish_reason for c in choices if getattr(c, "finish_reason", None)), None)
+    finish = None
+    for choice in field(result, "choices") or ():
+        finish = field(choice, "finish_reason")
+        if finish:
+            break
     return Outcome(
-        from_openai_chat(getattr(result, "usage", None)),
-        _str(getattr(result, "model", None)),
-        _str(getattr(result, "id", None)),
+        from_openai_chat(field(result, "usage")),
+        _str(field(result, "model")),
+        _str(field(result, "id")),
         _str(finish),
     )
 
