@@ -20,7 +20,8 @@ def test_the_issue_contract_names_import() -> None:
     from llmpulse.exporters import ConsoleExporter, FileExporter, PulseExporter
     from llmpulse.testing import InMemoryExporter
 
-    assert callable(instrument) and callable(observe)
+    assert callable(instrument)
+    assert callable(observe)
     assert issubclass(BudgetExceeded, Exception)
     for cls in (Budget, Collector, StreamMeter, TelemetryConfig, LLMCall, LogEvent, Metric, Orchestration):
         assert isinstance(cls, type)

@@ -86,7 +86,9 @@ def test_instrumented_calls_reach_the_server_and_are_counted(tmp_path: Path) -> 
             time.sleep(0.2)
         by_route: dict[str, dict[str, float]] = {}
         for row in rows:
-            agg = by_route.setdefault(row["route"], {"requests": 0, "errors": 0, "prompt": 0, "cached": 0, "cost": 0})
+            agg = by_route.setdefault(
+                row["route"], {"requests": 0, "errors": 0, "prompt": 0, "cached": 0, "cost": 0}
+            )
             agg["requests"] += row["requests"]
             agg["errors"] += row["errors"]
             agg["prompt"] += row["prompt_tokens"]

@@ -30,7 +30,8 @@ def test_json_adds_cache_reads_and_writes_to_input(anthropic_harness: Harness) -
     assert event.response_model == f"{MODEL_ANTHROPIC}-20250101"
     assert event.metadata is not None
     assert event.metadata["provider_request_id"] == "msg_fake"
-    assert event.request_id is not None and len(event.request_id) == 32
+    assert event.request_id is not None
+    assert len(event.request_id) == 32
     assert event.finish_reason == "end_turn"
     assert event.status == "ok"
 
@@ -85,7 +86,8 @@ def test_error_status_is_recorded_and_reraised_unchanged(
     assert event.error["type"] == type(run.error).__name__
     assert event.metadata is not None
     assert event.metadata["provider_request_id"] == f"req_err_{code}"
-    assert event.request_id is not None and len(event.request_id) == 32
+    assert event.request_id is not None
+    assert len(event.request_id) == 32
 
 
 @pytest.mark.parametrize("api", STREAM_APIS)

@@ -23,7 +23,8 @@ def test_chat_json_records_inclusive_tokens_once(openai_harness: Harness) -> Non
     assert event.provider == "openai"
     assert event.metadata is not None
     assert event.metadata["provider_request_id"] == "chatcmpl-fake"
-    assert event.request_id is not None and len(event.request_id) == 32
+    assert event.request_id is not None
+    assert len(event.request_id) == 32
     assert event.status == "ok"
     assert event.finish_reason == "stop"
     assert event.ttft_ms is None
@@ -114,7 +115,8 @@ def test_error_status_is_recorded_and_reraised_unchanged(
     assert event.error["status_code"] == code
     assert event.metadata is not None
     assert event.metadata["provider_request_id"] == f"req_err_{code}"
-    assert event.request_id is not None and len(event.request_id) == 32
+    assert event.request_id is not None
+    assert len(event.request_id) == 32
     assert (event.input_tokens, event.output_tokens) == (0, 0)
 
 
@@ -137,7 +139,8 @@ def test_responses_json_and_stream(openai_harness: Harness) -> None:
     )
     assert event.metadata is not None
     assert event.metadata["provider_request_id"] == "resp_fake"
-    assert event.request_id is not None and len(event.request_id) == 32
+    assert event.request_id is not None
+    assert len(event.request_id) == 32
     assert event.finish_reason == "completed"
     streamed = openai_harness.run("responses", stream=True, x_fake="prompt=50,cached=20,chunks=3,delay=0.12")
     event = streamed.event
