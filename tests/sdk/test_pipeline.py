@@ -124,8 +124,7 @@ def test_batches_by_interval_when_no_batch_fills(pipelines: Any) -> None:
 
 def test_full_queue_drops_the_oldest_waiting_items_and_counts_them(pipelines: Any) -> None:
     sink = GateExporter()
-    # the batch in flight counts against max_queue: 5 in flight leave room for 5 waiting
-    pipeline = pipelines(sink, max_queue=10, max_batch=5, flush_interval_s=60.0)
+    pipeline = pipelines(sink, max_queue=5, max_batch=5, flush_interval_s=60.0)
     for i in range(5):
         pipeline.offer(call(i))
     assert sink.entered.wait(5.0)
@@ -139,26 +138,6 @@ def test_full_queue_drops_the_oldest_waiting_items_and_counts_them(pipelines: An
     sink.gate.set()
     assert pipeline.force_flush(timeout=5.0)
     assert [item["request_id"] for item in sink.items] == [f"r{i}" for i in (*range(5), *range(10, 15))]
-
-
-def test_the_batch_in_flight_counts_against_max_queue(pipelines: Any) -> None:
-    sink = GateExporter()
-    pipeline = pipelines(sink, max_queue=5, max_batch=5, flush_interval_s=60.0)
-    for i in range(5):
-        pipeline.offer(call(i))
-    assert sink.entered.wait(5.0)
-    assert wait_until(lambda: pipeline.stats()["in_flight"] == 5)
-    for i in range(5, 15):  # the whole buffer is in flight: each new item is dropped at once
-        pipeline.offer(call(i))
-        assert pipeline.stats()["queued"] == 5
-    stats = pipeline.stats()
-    assert stats["dropped_by_reason"] == {"queue_full": 10}
-    assert balanced(stats)
-    sink.gate.set()
-    assert pipeline.force_flush(timeout=5.0)
-    pipeline.offer(call(15))
-    assert pipeline.force_flush(timeout=5.0)
-    assert [item["request_id"] for item in sink.items] == [f"r{i}" for i in (*range(5), 15)]
 
 
 def test_many_producers_keep_offered_equal_to_exported_queued_dropped_at_every_sample(
@@ -183,7 +162,7 @@ def test_many_producers_keep_offered_equal_to_exported_queued_dropped_at_every_s
         while not stop.is_set():
             stats = pipeline.stats()
             samples += 1
-            if not balanced(stats) or stats["offered"] < last or stats["queued"] > 256 + producers:
+            if not balanced(stats) or stats["offered"] < last or stats["queued"] > 256 + 64:
                 broken.append(stats)
             last = stats["offered"]
 
