@@ -33,6 +33,7 @@ class Received:
     items: list[Any]
     client_port: int
     at: float
+    body: bytes = b""  # the JSON body as sent (decompressed)
 
 
 class StubServer(ThreadingHTTPServer):
@@ -66,7 +67,12 @@ class _Handler(BaseHTTPRequestHandler):
         with self.server.lock:
             self.server.received.append(
                 Received(
-                    self.path, dict(self.headers.items()), items, self.client_address[1], time.monotonic()
+                    self.path,
+                    dict(self.headers.items()),
+                    items,
+                    self.client_address[1],
+                    time.monotonic(),
+                    raw,
                 )
             )
             reply = self.server.script.pop(0) if self.server.script else Reply()

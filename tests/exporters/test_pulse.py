@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
+from llmpulse.events import Metric, Span, to_dict
 from llmpulse.exporters import ExportError, ExportResult, PulseExporter, RetryableError
+from llmpulse.sdk._exporter import EncodedBatch
 from llmpulse.sdk._pipeline import ExportPipeline
 from llmpulse.sdk._retry import RetryPolicy
 from tests.exporters.stub_server import Reply, StubServer, stub_server
@@ -177,3 +179,37 @@ def test_pipeline_counts_items_rejected_in_a_207(server: StubServer) -> None:
     stats = pipeline.stats()
     assert (stats["exported"], stats["dropped_by_reason"]) == (3, {"rejected_by_server": 1})
     assert "item 0: bad" in stats["last_error"]
+
+
+def _encoded(items: list[Any]) -> EncodedBatch:
+    import msgspec
+
+    return EncodedBatch(items, msgspec.json.Encoder().encode_lines(items))
+
+
+def test_an_encoded_batch_is_sent_as_the_same_bytes_as_its_dicts(server: StubServer) -> None:
+    items = [call(i, cost=0.5, metadata={"k": "v\nw"}) for i in range(30)]
+    for gzip in (True, False):
+        exporter = PulseExporter(server.url, gzip=gzip)
+        assert exporter.export([to_dict(item) for item in items]) is None
+        assert exporter.export_encoded(_encoded(items)) is None
+        exporter.shutdown(1.0)
+        by_dicts, by_lines = server.received[-2:]
+        assert by_lines.body == by_dicts.body
+        assert by_lines.headers.get("Content-Encoding") == ("gzip" if gzip else None)
+        assert [item["request_id"] for item in by_lines.items] == [f"r{i}" for i in range(30)]
+
+
+def test_an_encoded_batch_leaves_out_kinds_the_server_does_not_ingest(
+    server: StubServer, exporter: PulseExporter
+) -> None:
+    span = Span(name="s")
+    metric = Metric(name="m", value=1.0)
+    result = exporter.export_encoded(_encoded([span, call(1), metric, call(2)]))
+    assert result is not None
+    assert dict(result.dropped) == {"unsupported_kind": 2}
+    assert "metric, span" in result.errors[0]
+    assert [item["request_id"] for item in server.received[0].items] == ["r1", "r2"]
+    assert exporter.export_encoded(_encoded([span])) is not None
+    assert exporter.export_encoded(_encoded([])) is None
+    assert len(server.received) == 1

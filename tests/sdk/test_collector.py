@@ -400,3 +400,47 @@ def test_a_hung_exporter_does_not_eat_the_others_shutdown_time(tmp_path: Path) -
         assert len(path.read_text().splitlines()) == 5  # the file exporter got its share in time
     finally:
         release.set()
+
+
+def test_the_invariant_holds_at_every_stats_read_while_threads_record() -> None:
+    """`record` takes no lock: stats() must still balance exactly whenever it is read."""
+    memory = InMemoryExporter()
+    collector = Collector(TelemetryConfig(buffer_size=300, max_batch_size=64, flush_interval_ms=2), [memory])
+    per_thread, threads = 4000, 6
+    stop = threading.Event()
+    broken: list[dict[str, Any]] = []
+    samples = 0
+
+    def sample() -> None:
+        nonlocal samples
+        while not stop.is_set():
+            stats = collector.stats()
+            samples += 1
+            ex = stats["exporters"]["memory"]
+            if ex["emitted"] != ex["exported"] + ex["queued"] + ex["dropped"] or ex["queued"] > 300 + threads:
+                broken.append(ex)
+
+    item = call()
+
+    def work() -> None:
+        for _ in range(per_thread):
+            collector.record(item)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert collector.flush(10.0)
+    stop.set()
+    sampler.join()
+    stats = collector.stats()
+    ex = stats["exporters"]["memory"]
+    assert not broken
+    assert samples > 10
+    assert stats["emitted"] == ex["emitted"] == per_thread * threads
+    assert ex["queued"] == 0
+    assert ex["exported"] == len(memory.items)
+    assert ex["exported"] + ex["dropped_by_reason"].get("queue_full", 0) == per_thread * threads

@@ -13,7 +13,7 @@ import pytest
 
 from llmpulse.events import LLMCall, Span
 from llmpulse.pricing import Pricer
-from llmpulse.sdk._exporter import ExportResult, RetryableError, as_exporter
+from llmpulse.sdk._exporter import EncodedBatch, ExportResult, RetryableError, as_exporter
 from llmpulse.sdk._pipeline import ExportPipeline
 from llmpulse.sdk._retry import RetryPolicy
 from llmpulse.testing import InMemoryExporter
@@ -124,7 +124,8 @@ def test_batches_by_interval_when_no_batch_fills(pipelines: Any) -> None:
 
 def test_full_queue_drops_the_oldest_waiting_items_and_counts_them(pipelines: Any) -> None:
     sink = GateExporter()
-    pipeline = pipelines(sink, max_queue=5, max_batch=5, flush_interval_s=60.0)
+    # the batch in flight counts against max_queue: 5 in flight leave room for 5 waiting
+    pipeline = pipelines(sink, max_queue=10, max_batch=5, flush_interval_s=60.0)
     for i in range(5):
         pipeline.offer(call(i))
     assert sink.entered.wait(5.0)
@@ -138,6 +139,26 @@ def test_full_queue_drops_the_oldest_waiting_items_and_counts_them(pipelines: An
     sink.gate.set()
     assert pipeline.force_flush(timeout=5.0)
     assert [item["request_id"] for item in sink.items] == [f"r{i}" for i in (*range(5), *range(10, 15))]
+
+
+def test_the_batch_in_flight_counts_against_max_queue(pipelines: Any) -> None:
+    sink = GateExporter()
+    pipeline = pipelines(sink, max_queue=5, max_batch=5, flush_interval_s=60.0)
+    for i in range(5):
+        pipeline.offer(call(i))
+    assert sink.entered.wait(5.0)
+    assert wait_until(lambda: pipeline.stats()["in_flight"] == 5)
+    for i in range(5, 15):  # the whole buffer is in flight: each new item is dropped at once
+        pipeline.offer(call(i))
+        assert pipeline.stats()["queued"] == 5
+    stats = pipeline.stats()
+    assert stats["dropped_by_reason"] == {"queue_full": 10}
+    assert balanced(stats)
+    sink.gate.set()
+    assert pipeline.force_flush(timeout=5.0)
+    pipeline.offer(call(15))
+    assert pipeline.force_flush(timeout=5.0)
+    assert [item["request_id"] for item in sink.items] == [f"r{i}" for i in (*range(5), 15)]
 
 
 def test_many_producers_keep_offered_equal_to_exported_queued_dropped_at_every_sample(
@@ -162,7 +183,7 @@ def test_many_producers_keep_offered_equal_to_exported_queued_dropped_at_every_s
         while not stop.is_set():
             stats = pipeline.stats()
             samples += 1
-            if not balanced(stats) or stats["offered"] < last or stats["queued"] > 256 + 64:
+            if not balanced(stats) or stats["offered"] < last or stats["queued"] > 256 + producers:
                 broken.append(stats)
             last = stats["offered"]
 
@@ -446,3 +467,120 @@ def test_as_exporter_keeps_full_exporters_and_completes_partial_ones() -> None:
     assert partial.got == [{"type": "span"}]
     assert adapted.force_flush(1.0) is True
     adapted.shutdown(1.0)
+
+
+# ------------------------------------------------------------------------- the pre-encoded path
+
+
+class LinesExporter(InMemoryExporter):
+    """Takes batches pre-encoded by the pipeline (`export_encoded`) and keeps their bytes."""
+
+    def __init__(self) -> None:
+        super().__init__("lines")
+        self.chunks: list[bytes] = []
+        self.arrays: list[bytes] = []
+
+    def export_encoded(self, batch: EncodedBatch) -> None:
+        self.chunks.append(batch.lines)
+        self.arrays.append(batch.json_array())
+        super().export(batch.dicts())
+
+
+def _mixed_items() -> list[Any]:
+    from llmpulse.events import LogEvent, Metric
+
+    return [
+        call(0),  # priced by the worker
+        call(1, request_id=None, cached_input_tokens=40, cache_write_tokens=10, reasoning_tokens=5),
+        call(2, cost=0.25, metadata={"text": 'line\nbreak \u2028 "quoted"', "n": [1, 2.5, None]}),
+        call(3, model="claude-3-5-sonnet", provider="anthropic", error="boom"),
+        call(4, model="no-such-model-xyz"),
+        Span(name="retrieve", attributes={"k": "v"}),
+        Metric(name="tokens", value=3.0, tags={"route": "chat"}),
+        LogEvent(name="note", message="hello\r\nworld"),
+    ]
+
+
+def test_the_encoded_path_writes_the_same_bytes_as_the_dict_path(pipelines: Any) -> None:
+    import msgspec
+
+    items = _mixed_items()
+    by_dicts, by_lines = InMemoryExporter(), LinesExporter()
+    for sink in (by_dicts, by_lines):
+        pipeline = pipelines(sink, flush_interval_s=60.0)
+        for item in items:
+            pipeline.offer(item)
+        assert pipeline.force_flush(timeout=5.0)
+    assert by_lines.batches == [len(items)]
+    # call ids filled in by the worker are random: compare them apart
+    first, second = by_dicts.items[1]["request_id"], by_lines.items[1]["request_id"]
+    assert first
+    assert second
+    assert first != second
+    by_dicts.items[1]["request_id"] = second
+    encoder = msgspec.json.Encoder()
+    (chunk,) = by_lines.chunks
+    assert chunk == encoder.encode_lines(by_dicts.items)  # byte-identical lines
+    assert by_lines.arrays[0] == encoder.encode(by_dicts.items)  # and the same JSON array
+    assert by_lines.items == by_dicts.items
+    assert by_lines.items[0]["cost"] is not None
+    assert items[0].cost is None
+    assert items[1].request_id is None
+
+
+@pytest.mark.parametrize(
+    ("model", "provider", "usage"),
+    [
+        ("gpt-4o-mini", "openai", {"input_tokens": 1234, "output_tokens": 567}),
+        ("gpt-4o-mini", None, {"input_tokens": 1000, "output_tokens": 10, "cached_input_tokens": 600}),
+        ("o3-mini", None, {"input_tokens": 77, "output_tokens": 900, "reasoning_tokens": 800}),
+        (
+            "claude-3-5-sonnet",
+            "anthropic",
+            {
+                "input_tokens": 5000,
+                "output_tokens": 3,
+                "cached_input_tokens": 1000,
+                "cache_write_tokens": 2000,
+            },
+        ),
+        ("gemini-1.5-pro", None, {"input_tokens": 300_000, "output_tokens": 1000}),  # tiered
+        ("no-such-model-xyz", None, {"input_tokens": 1, "output_tokens": 1}),
+    ],
+)
+def test_cached_linear_rates_give_pricer_cost_to_the_last_bit(
+    model: str, provider: str | None, usage: dict[str, int]
+) -> None:
+    pipeline = ExportPipeline(InMemoryExporter(), pricer=Pricer())
+    try:
+        calls = [call(i, model=model, provider=provider, **usage) for i in range(3)]
+        expected = Pricer().cost(model, provider=provider, at=calls[0].timestamp, **usage)
+        assert pipeline._costs(calls) == [expected] * 3
+    finally:
+        pipeline.shutdown(timeout=1.0)
+
+
+def test_an_inconsistent_usage_leaves_the_cost_unknown_on_the_encoded_path(pipelines: Any) -> None:
+    sink = LinesExporter()
+    pipeline = pipelines(sink, flush_interval_s=60.0)
+    bad = call(1)
+    bad.output_tokens = -5  # structs are mutable: the worker must not trust the constructor's checks
+    pipeline.offer(bad)
+    pipeline.offer(call(2))
+    assert pipeline.force_flush(timeout=5.0)
+    assert sink.items[0]["cost"] is None
+    assert sink.items[1]["cost"] is not None
+    assert "cannot price" in (pipeline.stats()["last_error"] or "")
+
+
+def test_an_unencodable_item_is_dropped_alone_on_the_encoded_path(pipelines: Any) -> None:
+    sink = LinesExporter()
+    pipeline = pipelines(sink, flush_interval_s=60.0)
+    pipeline.offer(call(1))
+    pipeline.offer(call(2, metadata={"bad": object()}))
+    pipeline.offer(call(3))
+    assert pipeline.force_flush(timeout=5.0)
+    stats = pipeline.stats()
+    assert [item["request_id"] for item in sink.items] == ["r1", "r3"]
+    assert stats["dropped_by_reason"] == {"serialization_error": 1}
+    assert balanced(stats)

@@ -25,7 +25,7 @@ from typing import Any, BinaryIO
 
 import msgspec
 
-from llmpulse.sdk._exporter import RetryableError
+from llmpulse.sdk._exporter import EncodedBatch, RetryableError
 
 __all__ = ["FileExporter"]
 
@@ -105,13 +105,21 @@ class FileExporter:
 
         Raises `RetryableError` when the file system fails.
         """
-        lines = [_encoder.encode(item) + b"\n" for item in items]
+        self._append(_encoder.encode_lines(items))
+
+    def export_encoded(self, batch: EncodedBatch) -> None:
+        """`export` for a batch the pipeline encoded once (its JSON lines are written as they are)."""
+        self._append(batch.lines)
+
+    def _append(self, data: bytes) -> None:
+        """Append JSON lines, rotating between lines as needed; `RetryableError` on an `OSError`."""
         try:
             self._open()
             limit = self.max_bytes
-            if limit is None:
-                self._write(b"".join(lines))
+            if limit is None or self._size + len(data) <= limit:
+                self._write(data)
                 return
+            lines = data.splitlines(keepends=True)
             chunk: list[bytes] = []
             size = self._size
             for line in lines:

@@ -29,7 +29,7 @@ from typing import Any, Final
 import msgspec
 
 from llmpulse._version import __version__
-from llmpulse.sdk._exporter import ExportError, ExportResult, RetryableError
+from llmpulse.sdk._exporter import EncodedBatch, ExportError, ExportResult, RetryableError
 from llmpulse.sdk._retry import parse_retry_after
 
 __all__ = ["PulseExporter"]
@@ -38,6 +38,10 @@ __all__ = ["PulseExporter"]
 SUPPORTED_KINDS: Final = frozenset({"llm.call", "llm.request", "llm.response"})
 #: Bodies smaller than this are sent uncompressed even with `gzip=True` (compression would not pay).
 GZIP_MIN_BYTES: Final = 1024
+#: zlib level of gzipped bodies. Measured on a 512-call batch (343 KB): level 1 takes 0.42 ms
+#: (0.8 µs per call) for a body about 12 % larger than level 5, which takes 1.1 ms; CPU on the
+#: application's machine matters more than a few KB on the wire.
+GZIP_LEVEL: Final = 1
 _RETRYABLE_STATUS: Final = frozenset({408, 425, 429})
 
 _encoder = msgspec.json.Encoder()
@@ -60,7 +64,8 @@ class PulseExporter:
     """Sends LLM call events to an llmpulse server at `url` (its base URL) in JSON-array batches.
 
     `api_key` is sent as ``Authorization: Bearer <api_key>``; `timeout_s` bounds connecting and each
-    socket read; `gzip` compresses bodies of at least 1 KiB. `export` blocks on the network. Calls
+    socket read; `gzip` compresses bodies of at least 1 KiB (at level 1, the cheapest).
+    `export` blocks on the network. Calls
     are serialised by the pipeline (no lock here, so a child forked mid-export cannot inherit a held
     one).
     """
@@ -141,21 +146,37 @@ class PulseExporter:
         (other answers); returns an `ExportResult` for rejected or unsupported items.
         """
         events = [item for item in items if item.get("type") in SUPPORTED_KINDS]
+        unsupported = sorted({str(i.get("type")) for i in items if i.get("type") not in SUPPORTED_KINDS})
+        body = _encoder.encode(events) if events else None
+        return self._send(body, len(events), len(items) - len(events), unsupported)
+
+    def export_encoded(self, batch: EncodedBatch) -> ExportResult | None:
+        """`export` for a batch the pipeline encoded once: its lines become the JSON array sent as
+        they are (only a batch mixing in other kinds is filtered line by line). Blocks on the network."""
+        items = batch.items
+        kinds = [type(item).__struct_config__.tag for item in items]
+        if all(kind in SUPPORTED_KINDS for kind in kinds):
+            return self._send(batch.json_array() if items else None, len(items), 0, [])
+        lines = batch.split_lines()
+        kept = [line[:-1] for line, kind in zip(lines, kinds, strict=True) if kind in SUPPORTED_KINDS]
+        unsupported = sorted({str(kind) for kind in kinds if kind not in SUPPORTED_KINDS})
+        body = b"[" + b",".join(kept) + b"]" if kept else None
+        return self._send(body, len(kept), len(items) - len(kept), unsupported)
+
+    def _send(self, body: bytes | None, sent: int, unsupported: int, kinds: list[str]) -> ExportResult | None:
+        """POST a JSON array of `sent` events (None: nothing to send) and account for the rest."""
         dropped: dict[str, int] = {}
         errors: list[str] = []
-        unsupported = len(items) - len(events)
         if unsupported:
             dropped["unsupported_kind"] = unsupported
-            kinds = sorted({str(i.get("type")) for i in items if i.get("type") not in SUPPORTED_KINDS})
             errors.append(f"the server does not ingest {', '.join(kinds)} items")
-        if events:
-            body = _encoder.encode(events)
+        if body is not None:
             headers = dict(self._headers)
             if self.gzip and len(body) >= GZIP_MIN_BYTES:
-                body = gzip_module.compress(body, compresslevel=5)
+                body = gzip_module.compress(body, compresslevel=GZIP_LEVEL)
                 headers["Content-Encoding"] = "gzip"
             status, data, retry_after = self._post(body, headers)
-            rejected = self._check(status, data, retry_after, len(events))
+            rejected = self._check(status, data, retry_after, sent)
             if rejected:
                 dropped["rejected_by_server"] = len(rejected)
                 errors[:0] = _reasons(rejected)

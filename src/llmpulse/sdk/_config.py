@@ -75,7 +75,8 @@ class TelemetryConfig:
 
     Attributes:
         enabled: when False, `record` returns at once and nothing is exported.
-        buffer_size: the bound of each exporter's queue; when full, the oldest item is dropped (counted).
+        buffer_size: the most items each exporter holds, waiting or in its batch in flight; when
+            full, the oldest waiting item is dropped (counted). About 0.7 KB per queued call.
         flush_interval_ms: longest time an item waits in a queue before its batch is exported.
         max_batch_size: most items handed to an exporter in one `export` call.
         sample_rate: fraction of traces kept, 0.0–1.0. The decision is deterministic by `trace_id`
@@ -103,7 +104,7 @@ class TelemetryConfig:
     """
 
     enabled: bool = True
-    buffer_size: int = 32_768
+    buffer_size: int = 65_536
     flush_interval_ms: int = 1000
     max_batch_size: int = 512
     sample_rate: float = 1.0

@@ -13,6 +13,11 @@ Errors (raised by `Exporter.export`, never into the application):
 - Any other exception is a permanent failure of that batch: its items are dropped (reason
   ``"permanent_error"``) without a retry.
 
+An exporter that writes JSON may also define ``export_encoded(batch: EncodedBatch)``: the pipeline
+then hands it the batch encoded once from the items themselves (JSON lines, the same bytes as
+encoding each item's dict form) instead of building dicts, which costs about half as much CPU. It
+answers and raises exactly as `export`.
+
 A partial success is not an exception: `export` returns an `ExportResult` naming how many items of
 the batch were not delivered and why (for example ``{"rejected_by_server": 2}``); returning ``None``
 means every item was delivered.
@@ -22,9 +27,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from llmpulse.events import TelemetryItem
 
 __all__ = [
+    "EncodedBatch",
     "ExportError",
     "ExportResult",
     "Exporter",
@@ -64,6 +73,39 @@ class ExportResult:
     def dropped_count(self) -> int:
         """How many items of the batch were not delivered."""
         return sum(self.dropped.values())
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedBatch:
+    """One batch, encoded once by the pipeline, for exporters that define `export_encoded`.
+
+    `items` are the batch's items as exported (costs and call ids filled in, on copies: never the
+    application's objects); `lines` their JSON encodings, one line each, in order, each ending in
+    ``\\n`` (byte-identical to encoding each item's `to_dict` form). JSON as msgspec writes it never
+    holds a raw newline, so the lines split on ``\\n`` safely. Immutable; does not block.
+    """
+
+    items: Sequence[TelemetryItem]
+    lines: bytes
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def json_array(self) -> bytes:
+        """The batch as one JSON array (the lines joined by commas), without re-encoding."""
+        if not self.lines:
+            return b"[]"
+        return b"[" + self.lines[:-1].replace(b"\n", b",") + b"]"
+
+    def split_lines(self) -> list[bytes]:
+        """Each item's line, newline included, in order."""
+        return self.lines.splitlines(keepends=True)
+
+    def dicts(self) -> list[dict[str, Any]]:
+        """The items' dict forms (what `export` would get); costs a few µs per item."""
+        from llmpulse.events import items_to_dicts
+
+        return items_to_dicts(self.items)
 
 
 @runtime_checkable

@@ -306,6 +306,8 @@ class Redactor:
         return value
 
     def __call__(self, item: TelemetryItem) -> TelemetryItem:
+        if type(item) is LLMCall and item.metadata is None and item.error is None:
+            return item  # the common call without free text: nothing to scan
         changes: dict[str, Any] = {}
         for name in _TEXT_FIELDS[type(item)]:
             value = getattr(item, name)

@@ -12,7 +12,6 @@ raises (the outcome of the calls is returned, not raised).
 
 from __future__ import annotations
 
-import email.utils
 import math
 import random
 import threading
@@ -191,6 +190,8 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     try:
         seconds = float(value)
     except ValueError:
+        import email.utils  # here: it costs ~15 ms to import and only HTTP dates need it
+
         try:
             when = email.utils.parsedate_to_datetime(value)
         except (TypeError, ValueError, IndexError):
