@@ -215,18 +215,7 @@ class ProcessorCore:
         d.cached_input_tokens += call.cached_input_tokens
         d.cache_write_tokens += call.cache_write_tokens
         d.reasoning_tokens += call.reasoning_tokens
-        lat = call.latency_ms
-        if lat is not None:
-            d.latency_count += 1
-            d.latency_sum_ms += lat
-            b = ZERO_BUCKET if lat <= MIN_VALUE else math.ceil(math.log(lat) * _INV_LOG_GAMMA)
-            d.latency_hist[b] = d.latency_hist.get(b, 0) + 1
-        ttft = call.ttft_ms
-        if ttft is not None:
-            d.ttft_count += 1
-            d.ttft_sum_ms += ttft
-            b = ZERO_BUCKET if ttft <= MIN_VALUE else math.ceil(math.log(ttft) * _INV_LOG_GAMMA)
-            d.ttft_hist[b] = d.ttft_hist.get(b, 0) + 1
+        _add_timing(d, call.latency_ms, call.ttft_ms)
         cost = call.cost
         if cost is None:
             cost = self._pricer.cost(
@@ -269,17 +258,7 @@ class ProcessorCore:
         if resp.error is None:
             d.errors -= 1
         d.completion_tokens += resp.completion_tokens
-        lat = resp.latency_ms
-        d.latency_count += 1
-        d.latency_sum_ms += lat
-        b = ZERO_BUCKET if lat <= MIN_VALUE else math.ceil(math.log(lat) * _INV_LOG_GAMMA)
-        d.latency_hist[b] = d.latency_hist.get(b, 0) + 1
-        ttft = resp.ttft_ms
-        if ttft is not None:
-            d.ttft_count += 1
-            d.ttft_sum_ms += ttft
-            b = ZERO_BUCKET if ttft <= MIN_VALUE else math.ceil(math.log(ttft) * _INV_LOG_GAMMA)
-            d.ttft_hist[b] = d.ttft_hist.get(b, 0) + 1
+        _add_timing(d, resp.latency_ms, resp.ttft_ms)
         full = self._price(req.model, req.prompt_tokens, resp.completion_tokens, req.timestamp)
         prompt_only = self._price(req.model, req.prompt_tokens, 0, req.timestamp)
         if full is not None and prompt_only is not None:
@@ -561,6 +540,23 @@ _COUNTERS: Final = (
     "late_events",
     "unknown_cost",
 )
+
+
+def _add_timing(d: WindowDelta, latency_ms: float | None, ttft_ms: float | None) -> None:
+    """Count a latency and a time to first token (either may be missing) in a window's histograms.
+
+    `process` inlines the same arithmetic for joined pairs, its hot path; this serves the rest.
+    """
+    if latency_ms is not None:
+        d.latency_count += 1
+        d.latency_sum_ms += latency_ms
+        b = ZERO_BUCKET if latency_ms <= MIN_VALUE else math.ceil(math.log(latency_ms) * _INV_LOG_GAMMA)
+        d.latency_hist[b] = d.latency_hist.get(b, 0) + 1
+    if ttft_ms is not None:
+        d.ttft_count += 1
+        d.ttft_sum_ms += ttft_ms
+        b = ZERO_BUCKET if ttft_ms <= MIN_VALUE else math.ceil(math.log(ttft_ms) * _INV_LOG_GAMMA)
+        d.ttft_hist[b] = d.ttft_hist.get(b, 0) + 1
 
 
 def _created_in(pending: dict[str, _E], kind: PendingKind, gen: int) -> list[PendingEntry]:
