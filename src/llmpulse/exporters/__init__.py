@@ -17,7 +17,9 @@ from __future__ import annotations
 
 from llmpulse.exporters._console import ConsoleExporter
 from llmpulse.exporters._file import FileExporter
+from llmpulse.exporters._prometheus import PrometheusExporter
 from llmpulse.exporters._pulse import PulseExporter
+from llmpulse.exporters._webhook import WebhookExporter
 from llmpulse.sdk._exporter import Exporter, ExportError, ExportResult, RetryableError, as_exporter
 
 __all__ = [
@@ -26,7 +28,9 @@ __all__ = [
     "ExportResult",
     "Exporter",
     "FileExporter",
+    "PrometheusExporter",
     "PulseExporter",
     "RetryableError",
+    "WebhookExporter",
     "as_exporter",
 ]

@@ -20,8 +20,6 @@ Errors: `RetryableError` and `ExportError` from `llmpulse.sdk._exporter`; `Value
 from __future__ import annotations
 
 import gzip as gzip_module
-import http.client
-import os
 import urllib.parse
 from collections.abc import Sequence
 from typing import Any, Final
@@ -29,6 +27,7 @@ from typing import Any, Final
 import msgspec
 
 from llmpulse._version import __version__
+from llmpulse.exporters._http import KeepAliveClient
 from llmpulse.sdk._exporter import EncodedBatch, ExportError, ExportResult, RetryableError
 from llmpulse.sdk._retry import parse_retry_after
 
@@ -99,45 +98,9 @@ class PulseExporter:
         }
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
-        self._conn: http.client.HTTPConnection | None = None
-        self._pid = os.getpid()
-
-    def _connection(self) -> http.client.HTTPConnection:
-        if self._conn is not None and self._pid != os.getpid():
-            self._conn.close()  # the child's copy of the parent's socket; the parent keeps its own
-            self._conn = None
-        if self._conn is None:
-            self._pid = os.getpid()
-            cls = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
-            self._conn = cls(self._host, self._port, timeout=self.timeout_s)
-        return self._conn
-
-    def _drop_connection(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def _post(self, body: bytes, headers: dict[str, str]) -> tuple[int, bytes, str | None]:
-        """One POST on the kept-alive connection, reopened once if the server had closed it idle."""
-        for fresh in (self._conn is None, True):
-            conn = self._connection()
-            try:
-                conn.request("POST", self._path, body=body, headers=headers)
-                response = conn.getresponse()
-                data = response.read()
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
-                self._drop_connection()
-                if fresh:
-                    raise RetryableError(f"POST {self.url}{self._path}: {exc}") from exc
-                continue  # a reused connection the server had closed: try once on a new one
-            except (OSError, http.client.HTTPException) as exc:
-                self._drop_connection()
-                kind = "timed out" if isinstance(exc, TimeoutError) else str(exc)
-                raise RetryableError(f"POST {self.url}{self._path}: {kind or type(exc).__name__}") from exc
-            if response.will_close:
-                self._drop_connection()
-            return response.status, data, response.getheader("Retry-After")
-        raise AssertionError("unreachable")  # pragma: no cover
+        self._client = KeepAliveClient(
+            parts.scheme, parts.hostname, parts.port, self.timeout_s, f"POST {self.url}{self._path}"
+        )
 
     def export(self, items: Sequence[dict[str, Any]]) -> ExportResult | None:
         """POST the batch's server-supported items to ``{url}/v1/events``; blocks on the network.
@@ -175,7 +138,7 @@ class PulseExporter:
             if self.gzip and len(body) >= GZIP_MIN_BYTES:
                 body = gzip_module.compress(body, compresslevel=GZIP_LEVEL)
                 headers["Content-Encoding"] = "gzip"
-            status, data, retry_after = self._post(body, headers)
+            status, data, retry_after = self._client.post(self._path, body, headers)
             rejected = self._check(status, data, retry_after, sent)
             if rejected:
                 dropped["rejected_by_server"] = len(rejected)
@@ -209,6 +172,4 @@ class PulseExporter:
 
     def shutdown(self, timeout: float) -> None:
         """Close the kept-alive connection; does not block."""
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
+        self._client.close()
