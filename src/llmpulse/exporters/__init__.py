@@ -8,6 +8,11 @@ say whether a failure is retryable. They never run on the application's thread.
 - `ConsoleExporter`: JSON lines (or short human lines) on stderr or any text stream.
 - `FileExporter`: JSON lines in a file, with size-based rotation.
 - `PulseExporter`: batches to the llmpulse server's `POST /v1/events` (stdlib HTTP).
+- `WebhookExporter`: batches as a JSON array or NDJSON to any URL.
+- `OTLPExporter`: OpenTelemetry spans following the GenAI conventions (OTLP/HTTP protobuf or JSON).
+- `HeliconeExporter`: Helicone's async logging API; `helicone_headers` for its proxy mode.
+- `PrometheusExporter`: counters and histograms for a Prometheus scrape.
+- `from_env()`: the set the environment describes.
 
 Errors, as the delivery core understands them: `RetryableError` (transient, retried), `ExportError`
 and any other exception (permanent for that batch); `ExportResult` reports a partial success.
@@ -16,7 +21,10 @@ and any other exception (permanent for that batch); `ExportResult` reports a par
 from __future__ import annotations
 
 from llmpulse.exporters._console import ConsoleExporter
+from llmpulse.exporters._env import from_env
 from llmpulse.exporters._file import FileExporter
+from llmpulse.exporters._helicone import HeliconeExporter, helicone_headers
+from llmpulse.exporters._otlp import OTLPExporter
 from llmpulse.exporters._prometheus import PrometheusExporter
 from llmpulse.exporters._pulse import PulseExporter
 from llmpulse.exporters._webhook import WebhookExporter
@@ -28,9 +36,13 @@ __all__ = [
     "ExportResult",
     "Exporter",
     "FileExporter",
+    "HeliconeExporter",
+    "OTLPExporter",
     "PrometheusExporter",
     "PulseExporter",
     "RetryableError",
     "WebhookExporter",
     "as_exporter",
+    "from_env",
+    "helicone_headers",
 ]
