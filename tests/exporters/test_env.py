@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from llmpulse.exporters import HeliconeExporter, OTLPExporter, PulseExporter, WebhookExporter, from_env
+from llmpulse.exporters import (
+    HeliconeExporter,
+    LangfuseExporter,
+    LogstashExporter,
+    OTLPExporter,
+    PulseExporter,
+    WebhookExporter,
+    from_env,
+)
 
 
 def test_nothing_set_means_no_exporters() -> None:
@@ -19,9 +27,20 @@ def test_each_variable_set_builds_its_exporter() -> None:
             "WEBHOOK_AUTH_TOKEN": "t",
             "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318",
             "HELICONE_API_KEY": "sk-helicone-test",
+            "LOGSTASH_HOST": "127.0.0.1",
+            "LOGSTASH_PORT": "5044",
+            "LANGFUSE_PUBLIC_KEY": "pk-lf-test",
+            "LANGFUSE_SECRET_KEY": "sk-lf-test",
         }
     )
-    assert [type(e) for e in exporters] == [PulseExporter, WebhookExporter, OTLPExporter, HeliconeExporter]
+    assert [type(e) for e in exporters] == [
+        PulseExporter,
+        WebhookExporter,
+        OTLPExporter,
+        HeliconeExporter,
+        LogstashExporter,
+        LangfuseExporter,
+    ]
 
 
 def test_a_malformed_value_names_the_variable() -> None:

@@ -11,6 +11,8 @@ say whether a failure is retryable. They never run on the application's thread.
 - `WebhookExporter`: batches as a JSON array or NDJSON to any URL.
 - `OTLPExporter`: OpenTelemetry spans following the GenAI conventions (OTLP/HTTP protobuf or JSON).
 - `HeliconeExporter`: Helicone's async logging API; `helicone_headers` for its proxy mode.
+- `LangfuseExporter`: traces, generations and spans through Langfuse's batch ingestion API.
+- `LogstashExporter`: JSON lines over TCP or TLS, for Logstash's `json_lines` codec.
 - `PrometheusExporter`: counters and histograms for a Prometheus scrape.
 - `from_env()`: the set the environment describes.
 
@@ -24,6 +26,8 @@ from llmpulse.exporters._console import ConsoleExporter
 from llmpulse.exporters._env import from_env
 from llmpulse.exporters._file import FileExporter
 from llmpulse.exporters._helicone import HeliconeExporter, helicone_headers
+from llmpulse.exporters._langfuse import LangfuseExporter
+from llmpulse.exporters._logstash import LogstashExporter
 from llmpulse.exporters._otlp import OTLPExporter
 from llmpulse.exporters._prometheus import PrometheusExporter
 from llmpulse.exporters._pulse import PulseExporter
@@ -37,6 +41,8 @@ __all__ = [
     "Exporter",
     "FileExporter",
     "HeliconeExporter",
+    "LangfuseExporter",
+    "LogstashExporter",
     "OTLPExporter",
     "PrometheusExporter",
     "PulseExporter",

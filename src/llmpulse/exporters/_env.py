@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from llmpulse.exporters._helicone import HeliconeExporter
+from llmpulse.exporters._langfuse import LangfuseExporter
+from llmpulse.exporters._logstash import LogstashExporter
 from llmpulse.exporters._otlp import OTLPExporter
 from llmpulse.exporters._pulse import PulseExporter
 from llmpulse.exporters._webhook import WebhookExporter
@@ -22,7 +24,9 @@ def from_env(environ: Mapping[str, str] | None = None) -> list[Any]:
     `LLMPULSE_EXPORT_URL` (+ `LLMPULSE_API_KEY`) → `PulseExporter`; `WEBHOOK_URL` (+
     `WEBHOOK_AUTH_TOKEN`) → `WebhookExporter`; `OTEL_EXPORTER_OTLP_ENDPOINT` or
     `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (+ the other `OTEL_*` variables) → `OTLPExporter`;
-    `HELICONE_API_KEY` (+ `HELICONE_BASE_URL`) → `HeliconeExporter`. An empty list when none is set.
+    `HELICONE_API_KEY` (+ `HELICONE_BASE_URL`) → `HeliconeExporter`; `LOGSTASH_HOST` and
+    `LOGSTASH_PORT` → `LogstashExporter`; `LANGFUSE_PUBLIC_KEY` and `LANGFUSE_SECRET_KEY` (+
+    `LANGFUSE_HOST`) → `LangfuseExporter`. An empty list when none is set.
     A malformed value raises `ValueError` naming the variable.
     """
     env = os.environ if environ is None else environ
@@ -31,7 +35,14 @@ def from_env(environ: Mapping[str, str] | None = None) -> list[Any]:
         exporters.append(
             PulseExporter(env[ENV_PULSE_URL].strip(), api_key=env.get(ENV_PULSE_API_KEY) or None)
         )
-    for factory in (WebhookExporter.from_env, OTLPExporter.from_env, HeliconeExporter.from_env):
+    factories = (
+        WebhookExporter.from_env,
+        OTLPExporter.from_env,
+        HeliconeExporter.from_env,
+        LogstashExporter.from_env,
+        LangfuseExporter.from_env,
+    )
+    for factory in factories:
         exporter = factory(env)
         if exporter is not None:
             exporters.append(exporter)
