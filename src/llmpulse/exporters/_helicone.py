@@ -41,17 +41,20 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import urllib.parse
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import msgspec
 
-from llmpulse._version import __version__
-from llmpulse.exporters._http import KeepAliveClient
+from llmpulse.exporters._http import (
+    USER_AGENT,
+    KeepAliveClient,
+    check_timeout,
+    parse_http_url,
+    raise_for_status,
+)
 from llmpulse.sdk._exporter import ExportError, ExportResult, RetryableError
-from llmpulse.sdk._retry import parse_retry_after
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -91,8 +94,6 @@ _PROPERTY_FIELDS: Final = (
     ("Feature", "feature"),
     ("Environment", "environment"),
 )
-_RETRYABLE_STATUS: Final = frozenset({408, 429})
-_SNIPPET_CHARS: Final = 200
 #: How many delivered-call digests are remembered while a batch is being retried.
 _MAX_REMEMBERED: Final = 100_000
 _UNSAFE_NAME_CHARS: Final = re.compile(r"[^A-Za-z0-9!#$%&'*+.^_`|~-]+")
@@ -318,32 +319,25 @@ class HeliconeExporter:
             raise ValueError("api_key must be a non-empty string")
         _check_value("api_key", api_key)
         url = base_url or DEFAULT_BASE_URL
-        parts = urllib.parse.urlsplit(url) if isinstance(url, str) else None
-        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"base_url must be an http(s) URL such as {DEFAULT_BASE_URL}, got {url!r}")
+        parts, host, port = parse_http_url(url, "base_url", DEFAULT_BASE_URL)
         if parts.username is not None or parts.password is not None or parts.query:
             raise ValueError("base_url must hold no credentials and no query")
-        try:
-            port = parts.port
-        except ValueError as exc:
-            raise ValueError(f"base_url has an invalid port: {exc}") from exc
-        if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or not timeout_s > 0:
-            raise ValueError(f"timeout_s must be a positive number, got {timeout_s!r}")
+        check_timeout(timeout_s)
         if not isinstance(name, str) or not name:
             raise ValueError("name must be a non-empty string")
         self.name: str = name
         self.base_url: Final = url
         self.timeout_s: Final = float(timeout_s)
         self._prefix = parts.path.rstrip("/")
-        netloc = parts.hostname if port is None else f"{parts.hostname}:{port}"
+        netloc = host if port is None else f"{host}:{port}"
         self._where = f"POST {parts.scheme}://{netloc}"
         self._headers: Final = {
             "Content-Type": "application/json",
             "Accept": "application/json, */*;q=0.5",
-            "User-Agent": f"llmpulse-sdk/{__version__}",
+            "User-Agent": USER_AGENT,
             "Authorization": f"Bearer {api_key}",
         }
-        self._client = KeepAliveClient(parts.scheme, parts.hostname, port, self.timeout_s, self._where)
+        self._client = KeepAliveClient(parts.scheme, host, port, self.timeout_s, self._where)
         #: digests of calls logged from a batch that then failed transiently (skipped on its retry)
         self._delivered: set[bytes] = set()
 
@@ -417,10 +411,4 @@ class HeliconeExporter:
     def _send(self, target: str, body: bytes) -> None:
         """POST `body` and map the answer: return on 2xx, raise otherwise."""
         status, data, retry_after = self._client.post(target, body, self._headers)
-        if 200 <= status <= 299:
-            return
-        text = data[:_SNIPPET_CHARS].decode("utf-8", "replace").strip()
-        message = f"{self._where}: HTTP {status}" + (f" {text}" if text else "")
-        if status in _RETRYABLE_STATUS or 500 <= status <= 599:
-            raise RetryableError(message, retry_after_s=parse_retry_after(retry_after))
-        raise ExportError(message)
+        raise_for_status(status, data, retry_after, self._where)

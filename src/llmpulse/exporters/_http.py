@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import http.client
 import os
+import urllib.parse
+from collections.abc import Callable
+from typing import Final
 
-from llmpulse.sdk._exporter import RetryableError
+from llmpulse._version import __version__
+from llmpulse.sdk._exporter import ExportError, RetryableError
+from llmpulse.sdk._retry import parse_retry_after
 
 
 class KeepAliveClient:
@@ -67,3 +72,57 @@ class KeepAliveClient:
                 self.close()
             return response.status, data, response.getheader("Retry-After")
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+#: The User-Agent every HTTP exporter sends.
+USER_AGENT: Final = f"llmpulse-sdk/{__version__}"
+#: Characters of a refusing receiver's body quoted in the error message.
+SNIPPET_CHARS: Final = 200
+
+
+def is_retryable_status(status: int) -> bool:
+    """408, 429 and 5xx answers are worth retrying; any other non-2xx is permanent."""
+    return status in (408, 429) or 500 <= status <= 599
+
+
+def raise_for_status(
+    status: int,
+    data: bytes,
+    retry_after: str | None,
+    where: str,
+    *,
+    retryable: Callable[[int], bool] = is_retryable_status,
+    printable_only: bool = False,
+) -> None:
+    """Return on 2xx; else raise `RetryableError` (with Retry-After) or `ExportError` quoting the body.
+
+    `printable_only` leaves a binary body (a protobuf status, say) out of the message.
+    """
+    if 200 <= status <= 299:
+        return
+    text = data[:SNIPPET_CHARS].decode("utf-8", "replace").strip()
+    if printable_only and text and not text.isprintable():
+        text = ""
+    message = f"{where}: HTTP {status}" + (f" {text}" if text else "")
+    if retryable(status):
+        raise RetryableError(message, retry_after_s=parse_retry_after(retry_after))
+    raise ExportError(message)
+
+
+def parse_http_url(url: object, arg: str, example: str) -> tuple[urllib.parse.SplitResult, str, int | None]:
+    """Split an http(s) URL given as argument `arg` into (parts, host, port); `ValueError` naming `arg`."""
+    parts = urllib.parse.urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{arg} must be an http(s) URL such as {example}, got {url!r}")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"{arg} has an invalid port: {exc}") from exc
+    return parts, parts.hostname, port
+
+
+def check_timeout(timeout_s: object) -> float:
+    """`timeout_s` as a float; `ValueError` unless it is a positive number."""
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or not timeout_s > 0:
+        raise ValueError(f"timeout_s must be a positive number, got {timeout_s!r}")
+    return float(timeout_s)

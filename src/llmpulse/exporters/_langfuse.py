@@ -42,7 +42,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import urllib.parse
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -51,9 +50,14 @@ from typing import Any, Final
 import msgspec
 
 from llmpulse._version import __version__
-from llmpulse.exporters._http import KeepAliveClient
-from llmpulse.sdk._exporter import ExportError, ExportResult, RetryableError
-from llmpulse.sdk._retry import parse_retry_after
+from llmpulse.exporters._http import (
+    USER_AGENT,
+    KeepAliveClient,
+    check_timeout,
+    parse_http_url,
+    raise_for_status,
+)
+from llmpulse.sdk._exporter import ExportResult
 
 __all__ = [
     "DEFAULT_HOST",
@@ -75,8 +79,6 @@ ENV_HOST: Final = "LANGFUSE_HOST"
 
 CALL_TYPE: Final = "llm.call"
 SPAN_TYPE: Final = "span"
-_RETRYABLE_STATUS: Final = frozenset({408, 429})
-_SNIPPET_CHARS: Final = 200
 _REJECTED: Final = "rejected_by_server"
 #: Namespace of the deterministic (UUID v5) event ids.
 _EVENT_NAMESPACE: Final = uuid.UUID("5f0e4a52-6c8e-4b7e-9a51-6c6c6d70756c")
@@ -319,34 +321,27 @@ class LangfuseExporter:
             if any(c in value for c in "\r\n\0"):
                 raise ValueError(f"{arg} holds a line break or NUL")
         url = host or DEFAULT_HOST
-        parts = urllib.parse.urlsplit(url) if isinstance(url, str) else None
-        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"host must be an http(s) URL such as {DEFAULT_HOST}, got {url!r}")
+        parts, host, port = parse_http_url(url, "host", DEFAULT_HOST)
         if parts.username is not None or parts.password is not None or parts.query:
             raise ValueError("host must hold no credentials and no query")
-        try:
-            port = parts.port
-        except ValueError as exc:
-            raise ValueError(f"host has an invalid port: {exc}") from exc
-        if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or not timeout_s > 0:
-            raise ValueError(f"timeout_s must be a positive number, got {timeout_s!r}")
+        check_timeout(timeout_s)
         if not isinstance(name, str) or not name:
             raise ValueError("name must be a non-empty string")
         self.name: str = name
         self.host: Final = url
         self.timeout_s: Final = float(timeout_s)
         self._target = parts.path.rstrip("/") + INGESTION_PATH
-        netloc = parts.hostname if port is None else f"{parts.hostname}:{port}"
+        netloc = host if port is None else f"{host}:{port}"
         self._where = f"POST {parts.scheme}://{netloc}"
         token = base64.b64encode(f"{public_key}:{secret_key}".encode()).decode("ascii")
         self._headers: Final = {
             "Content-Type": "application/json",
             "Accept": "application/json",
-            "User-Agent": f"llmpulse-sdk/{__version__}",
+            "User-Agent": USER_AGENT,
             "Authorization": f"Basic {token}",
         }
         self._metadata: Final = {"sdk_name": "llmpulse", "sdk_version": __version__}
-        self._client = KeepAliveClient(parts.scheme, parts.hostname, port, self.timeout_s, self._where)
+        self._client = KeepAliveClient(parts.scheme, host, port, self.timeout_s, self._where)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> LangfuseExporter | None:
@@ -389,12 +384,7 @@ class LangfuseExporter:
             return None
         body = _encoder.encode({"batch": batch, "metadata": self._metadata})
         status, data, retry_after = self._client.post(self._target, body, self._headers)
-        text = data[:_SNIPPET_CHARS].decode("utf-8", "replace").strip()
-        message = f"{self._where}: HTTP {status}" + (f" {text}" if text else "")
-        if status in _RETRYABLE_STATUS or 500 <= status <= 599:
-            raise RetryableError(message, retry_after_s=parse_retry_after(retry_after))
-        if not 200 <= status <= 299:
-            raise ExportError(message)
+        raise_for_status(status, data, retry_after, self._where)
         return self._partial(data, owner)
 
     def force_flush(self, timeout: float) -> bool:

@@ -46,6 +46,7 @@ from typing import Any, Final
 
 import msgspec
 
+from llmpulse.exporters._http import check_timeout
 from llmpulse.sdk._exporter import EncodedBatch, RetryableError
 
 __all__ = ["ENV_HOST", "ENV_PORT", "LogstashExporter"]
@@ -109,8 +110,7 @@ class LogstashExporter:
             _encoder.encode(extra)
         except (TypeError, msgspec.EncodeError) as exc:
             raise ValueError(f"extra_fields must be JSON-encodable: {exc}") from exc
-        if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or not timeout_s > 0:
-            raise ValueError(f"timeout_s must be a positive number, got {timeout_s!r}")
+        check_timeout(timeout_s)
         if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):
             raise ValueError(f"ssl_context must be an ssl.SSLContext or None, got {ssl_context!r}")
         self.host: Final = host

@@ -34,10 +34,15 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from llmpulse._version import __version__
 from llmpulse.events._sdk_schema import new_span_id, new_trace_id
-from llmpulse.exporters._http import KeepAliveClient
+from llmpulse.exporters._http import (
+    USER_AGENT,
+    KeepAliveClient,
+    check_timeout,
+    parse_http_url,
+    raise_for_status,
+)
 from llmpulse.exporters._webhook import _check_header
-from llmpulse.sdk._exporter import ExportError, ExportResult, RetryableError
-from llmpulse.sdk._retry import parse_retry_after
+from llmpulse.sdk._exporter import ExportResult
 
 if TYPE_CHECKING:
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -62,7 +67,6 @@ _CONTENT_TYPES: Final[Mapping[str, str]] = {
 }
 #: The OTLP/HTTP spec's retryable answers; everything else that is not 2xx is permanent.
 _RETRYABLE_STATUS: Final = frozenset({429, 502, 503, 504})
-_SNIPPET_CHARS: Final = 200
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND: Final = timedelta(microseconds=1)
 #: Span fields holding ids, hex in OTLP/JSON (base64 in the generic protobuf JSON mapping).
@@ -175,17 +179,8 @@ class OTLPExporter:
             raise ValueError("protocol 'grpc' is not supported yet; use 'http/protobuf' or 'http/json'")
         if protocol not in _CONTENT_TYPES:
             raise ValueError(f"protocol must be 'http/protobuf' or 'http/json', got {protocol!r}")
-        parts = urllib.parse.urlsplit(endpoint) if isinstance(endpoint, str) else None
-        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(
-                f"endpoint must be an http(s) URL such as http://localhost:4318, got {endpoint!r}"
-            )
-        try:
-            port = parts.port
-        except ValueError as exc:
-            raise ValueError(f"endpoint has an invalid port: {exc}") from exc
-        if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or not timeout_s > 0:
-            raise ValueError(f"timeout_s must be a positive number, got {timeout_s!r}")
+        parts, host, port = parse_http_url(endpoint, "endpoint", "http://localhost:4318")
+        check_timeout(timeout_s)
         if not isinstance(service_name, str) or not service_name:
             raise ValueError(f"service_name must be a non-empty string, got {service_name!r}")
 
@@ -211,11 +206,11 @@ class OTLPExporter:
         self.service_name: Final = service_name
         self.timeout_s: Final = float(timeout_s)
         self._target = path + (f"?{parts.query}" if parts.query else "")
-        netloc = parts.hostname if port is None else f"{parts.hostname}:{port}"
+        netloc = host if port is None else f"{host}:{port}"
         self._where = f"POST {parts.scheme}://{netloc}"
         merged = {
             "Content-Type": _CONTENT_TYPES[protocol],
-            "User-Agent": f"llmpulse-sdk/{__version__}",
+            "User-Agent": USER_AGENT,
         }
         for key, value in (headers or {}).items():
             _check_header(key, value)
@@ -229,7 +224,7 @@ class OTLPExporter:
         resource.update(resource_attributes or {})
         resource["service.name"] = service_name
         self._resource_attributes: Final = resource
-        self._client = KeepAliveClient(parts.scheme, parts.hostname, port, self.timeout_s, self._where)
+        self._client = KeepAliveClient(parts.scheme, host, port, self.timeout_s, self._where)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> OTLPExporter | None:
@@ -471,15 +466,16 @@ class OTLPExporter:
     def _send(self, body: bytes) -> ExportResult | None:
         """POST `body` and map the answer: None or a partial result on 2xx, raise otherwise."""
         status, data, retry_after = self._client.post(self._target, body, self._headers)
-        if 200 <= status <= 299:
-            return self._partial_success(data)
-        text = data[:_SNIPPET_CHARS].decode("utf-8", "replace").strip()
-        if self.protocol == "http/protobuf" and text and not text.isprintable():
-            text = ""  # a binary google.rpc.Status: not worth quoting
-        message = f"{self._where}: HTTP {status}" + (f" {text}" if text else "")
-        if status in _RETRYABLE_STATUS:
-            raise RetryableError(message, retry_after_s=parse_retry_after(retry_after))
-        raise ExportError(message)
+        # the OTLP spec's retryable codes; a binary google.rpc.Status body is not worth quoting
+        raise_for_status(
+            status,
+            data,
+            retry_after,
+            self._where,
+            retryable=_RETRYABLE_STATUS.__contains__,
+            printable_only=self.protocol == "http/protobuf",
+        )
+        return self._partial_success(data)
 
     def _partial_success(self, data: bytes) -> ExportResult | None:
         """An `ExportResult` when the receiver's answer names rejected spans, else None."""

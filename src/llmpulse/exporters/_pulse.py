@@ -26,8 +26,7 @@ from typing import Any, Final
 
 import msgspec
 
-from llmpulse._version import __version__
-from llmpulse.exporters._http import KeepAliveClient
+from llmpulse.exporters._http import USER_AGENT, KeepAliveClient
 from llmpulse.sdk._exporter import EncodedBatch, ExportError, ExportResult, RetryableError
 from llmpulse.sdk._retry import parse_retry_after
 
@@ -94,7 +93,7 @@ class PulseExporter:
         self._headers = {
             "Content-Type": "application/json",
             "Accept": "application/json",
-            "User-Agent": f"llmpulse-sdk/{__version__}",
+            "User-Agent": USER_AGENT,
         }
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"

@@ -22,17 +22,20 @@ from __future__ import annotations
 
 import gzip as gzip_module
 import os
-import urllib.parse
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal
 
 import msgspec
 
-from llmpulse._version import __version__
-from llmpulse.exporters._http import KeepAliveClient
+from llmpulse.exporters._http import (
+    USER_AGENT,
+    KeepAliveClient,
+    check_timeout,
+    parse_http_url,
+    raise_for_status,
+)
 from llmpulse.exporters._pulse import GZIP_LEVEL
-from llmpulse.sdk._exporter import EncodedBatch, ExportError, ExportResult, RetryableError
-from llmpulse.sdk._retry import parse_retry_after
+from llmpulse.sdk._exporter import EncodedBatch, ExportResult
 
 __all__ = ["ENV_AUTH_TOKEN", "ENV_URL", "WebhookExporter"]
 
@@ -46,9 +49,6 @@ WebhookFormat = Literal["json", "ndjson"]
 _CONTENT_TYPES: Final[Mapping[str, str]] = {"json": "application/json", "ndjson": "application/x-ndjson"}
 #: Headers the exporter owns: a custom value would corrupt the framing of the request.
 _RESERVED_HEADERS: Final = frozenset({"content-length", "content-encoding", "transfer-encoding", "host"})
-_RETRYABLE_STATUS: Final = frozenset({408, 429})
-#: How much of a failed answer's body an error message quotes.
-_SNIPPET_CHARS: Final = 200
 
 _encoder = msgspec.json.Encoder()
 
@@ -86,19 +86,12 @@ class WebhookExporter:
         timeout_s: float = 10.0,
         name: str | None = None,
     ) -> None:
-        parts = urllib.parse.urlsplit(url) if isinstance(url, str) else None
-        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"url must be an http(s) URL such as https://example.com/hook, got {url!r}")
+        parts, host, port = parse_http_url(url, "url", "https://example.com/hook")
         if parts.username is not None or parts.password is not None:
             raise ValueError("url must not hold credentials; pass auth_token or an Authorization header")
-        try:
-            port = parts.port
-        except ValueError as exc:
-            raise ValueError(f"url has an invalid port: {exc}") from exc
         if format not in _CONTENT_TYPES:
             raise ValueError(f"format must be 'json' or 'ndjson', got {format!r}")
-        if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or not timeout_s > 0:
-            raise ValueError(f"timeout_s must be a positive number, got {timeout_s!r}")
+        check_timeout(timeout_s)
         if auth_token is not None and (not isinstance(auth_token, str) or not auth_token):
             raise ValueError("auth_token must be a non-empty string or None")
         self.url: Final = url
@@ -107,15 +100,15 @@ class WebhookExporter:
         self.gzip: Final = bool(gzip)
         self.timeout_s: Final = float(timeout_s)
         self._scheme = parts.scheme
-        self._host = parts.hostname
+        self._host = host
         self._port = port
         self._target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        netloc = parts.hostname if port is None else f"{parts.hostname}:{port}"
+        netloc = host if port is None else f"{host}:{port}"
         self._where = f"POST {parts.scheme}://{netloc}"
         merged = {
             "Content-Type": _CONTENT_TYPES[format],
             "Accept": "application/json, */*;q=0.5",
-            "User-Agent": f"llmpulse-sdk/{__version__}",
+            "User-Agent": USER_AGENT,
         }
         for key, value in (headers or {}).items():
             _check_header(key, value)
@@ -128,7 +121,7 @@ class WebhookExporter:
         if self.gzip:
             merged["Content-Encoding"] = "gzip"
         self._headers: Final = merged
-        self._client = KeepAliveClient(parts.scheme, parts.hostname, port, self.timeout_s, self._where)
+        self._client = KeepAliveClient(parts.scheme, host, port, self.timeout_s, self._where)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> WebhookExporter | None:
@@ -192,10 +185,4 @@ class WebhookExporter:
         if self.gzip:
             body = gzip_module.compress(body, compresslevel=GZIP_LEVEL)
         status, data, retry_after = self._client.post(self._target, body, self._headers)
-        if 200 <= status <= 299:
-            return
-        text = data[:_SNIPPET_CHARS].decode("utf-8", "replace").strip()
-        message = f"{self._where}: HTTP {status}" + (f" {text}" if text else "")
-        if status in _RETRYABLE_STATUS or 500 <= status <= 599:
-            raise RetryableError(message, retry_after_s=parse_retry_after(retry_after))
-        raise ExportError(message)
+        raise_for_status(status, data, retry_after, self._where)
