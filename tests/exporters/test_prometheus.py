@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import urllib.error
@@ -273,3 +274,31 @@ def test_importing_the_exporters_does_not_import_prometheus_client() -> None:
     code = "import sys, llmpulse.exporters; print('prometheus_client' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def promtool() -> str:
+    path = shutil.which("promtool")
+    assert path, "promtool is not installed (Debian: apt-get install prometheus; make test installs it)"
+    return path
+
+
+def test_promtool_accepts_the_exposition_and_rejects_a_broken_one(served: PrometheusExporter) -> None:
+    collector = Collector(TelemetryConfig(flush_interval_ms=60_000), exporters=[served])
+    try:
+        collector.record(call(cost=0.25, latency_ms=800.0, ttft_ms=120.0, cached_input_tokens=30))
+        collector.record(call(error="boom", model='quote"and\\backslash', latency_ms=50.0))
+        assert collector.flush(timeout=10.0)
+        text = scrape(served)
+    finally:
+        collector.shutdown(timeout=5.0)
+    checked = subprocess.run(
+        [promtool(), "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
+    )
+    assert (checked.returncode, checked.stdout, checked.stderr) == (0, "", "")
+    # a bucket bound that is not a number fails the same check (promtool really parses the text)
+    broken = text.replace('le="0.5"', 'le="x"', 1)
+    assert broken != text
+    rejected = subprocess.run(
+        [promtool(), "check", "metrics"], input=broken, capture_output=True, text=True, timeout=30
+    )
+    assert rejected.returncode != 0

@@ -9,6 +9,7 @@ in-flight requests finish, the processor commits, and everything acknowledged st
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import sys
 from typing import Final
@@ -115,8 +116,9 @@ def run(args: argparse.Namespace) -> int:
         settings = settings_from_args(args)
     except ValueError as exc:
         args.parser.error(str(exc))
-    try:
+    # uvicorn re-raises Ctrl+C once its graceful shutdown is complete, though not always as an
+    # exception that reaches this frame: "stopped" is said either way
+    with contextlib.suppress(KeyboardInterrupt):
         run_server(settings)
-    except KeyboardInterrupt:  # uvicorn re-raises Ctrl+C once its graceful shutdown is complete
-        print("llmpulse serve: stopped", file=sys.stderr)
+    print("llmpulse serve: stopped", file=sys.stderr)
     return 0
