@@ -35,7 +35,8 @@ class StreamConnection:
 
     `ssl_context` defaults to `ssl.create_default_context()` (certificate and host name checked),
     made once on the first TLS connection. `label` prefixes error messages (``"syslog
-    tcp://host:514"``). Not thread-safe: an exporter's pipeline serialises its calls.
+    tcp://host:514"``). Constructing it does not block or connect. Not thread-safe: an exporter's
+    pipeline serialises its calls.
     """
 
     def __init__(
@@ -56,11 +57,6 @@ class StreamConnection:
         self._ssl_context = ssl_context
         self._sock: socket.socket | None = None
         self._pid = os.getpid()
-
-    @property
-    def is_open(self) -> bool:
-        """True while this process holds an open connection. Does not block."""
-        return self._sock is not None and self._pid == os.getpid()
 
     def sendall(self, data: bytes) -> None:
         """Write `data`, connecting first when needed; blocks up to `timeout_s` per step.
@@ -135,8 +131,9 @@ class StreamConnection:
 class DatagramSocket:
     """A UDP socket connected to `host`:`port` (resolved when it is opened), one datagram per send.
 
-    Opened lazily, reopened (and the name resolved again) after an error or in a forked child.
-    `label` prefixes error messages. Not thread-safe: an exporter's pipeline serialises its calls.
+    Opened lazily (constructing it does not block), reopened (and the name resolved again) after an
+    error or in a forked child. `label` prefixes error messages. Not thread-safe: an exporter's
+    pipeline serialises its calls.
     """
 
     def __init__(self, host: str, port: int, *, timeout_s: float, label: str) -> None:

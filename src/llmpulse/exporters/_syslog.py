@@ -26,11 +26,11 @@ Each item becomes one message ``<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID 
 
 Transports: UDP sends one message per datagram, none larger than `max_udp_message_bytes` (default
 2048, the size RFC 5424 §6.1 says receivers SHOULD accept): a longer message first loses SD
-parameters, largest first, until the header and SD fit, then its MSG is cut at a character boundary
-(in JSON format the largest fields go first, keeping the JSON valid); each such message counts in
-``stats()["truncated"]``. TCP uses octet-counting framing (RFC 6587 §3.4.1, ``LEN SP MSG``) and TLS
-the same framing over TLS (RFC 5425), on one persistent connection (see `_socket.StreamConnection`);
-messages there are never cut.
+parameters, largest first, until the header, the SD and the first 128 bytes of MSG fit, then its
+MSG is cut at a character boundary (in JSON format null fields and then the largest ones go, keeping
+the JSON valid); each such message counts in ``stats()["truncated"]``. TCP uses octet-counting
+framing (RFC 6587 §3.4.1, ``LEN SP MSG``) and TLS the same framing over TLS (RFC 5425), on one
+persistent connection (see `_socket.StreamConnection`); messages there are never cut.
 
 Delivery: UDP is fire-and-forget: a datagram that the network or the receiver drops is gone without
 a trace; only a refusal the receiver's host answers (ICMP port unreachable) raises, on a later send,
@@ -70,6 +70,9 @@ __all__ = [
     "FACILITIES",
     "SD_ID",
     "SyslogExporter",
+    "parse_facility",
+    "severity",
+    "summary",
 ]
 
 #: The syslog receiver's host (`SyslogExporter.from_env` returns None when it is unset).
@@ -200,7 +203,7 @@ def _timestamp(item: Mapping[str, Any]) -> str:
 
 
 def severity(item: Mapping[str, Any]) -> int:
-    """The syslog severity of an item (see the module docs): 3 for failures, 6 by default."""
+    """The syslog severity of an item (see the module docs): 3 for failures, 6 by default. Does not block."""
     kind = item.get("type")
     if kind == "log":
         return _LOG_SEVERITY.get(str(item.get("severity")), _INFO)
@@ -397,8 +400,8 @@ class SyslogExporter:
     in MSG (see the module docs). `ssl_context` (TLS only) defaults to ``ssl.create_default_context()``.
     `timeout_s` bounds connecting, the TLS handshake and each write; `max_udp_message_bytes` (480 to
     65507) caps each UDP datagram; `name` is the exporter's key in ``collector.stats()["exporters"]``.
-    `export` blocks on the network; calls are serialised by the pipeline. Raises `ValueError` naming
-    the argument when one is invalid.
+    Constructing it neither blocks nor connects; `export` blocks on the network (calls are serialised
+    by the pipeline). Raises `ValueError` naming the argument when one is invalid.
     """
 
     def __init__(
