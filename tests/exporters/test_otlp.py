@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import threading
 import time
@@ -91,11 +92,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        body = gzip.decompress(raw) if self.headers.get("Content-Encoding") == "gzip" else raw
         request = ExportTraceServiceRequest()
         if self.headers.get("Content-Type") == "application/json":
-            json_format.ParseDict(_hex_ids_to_base64(json.loads(raw)), request)
+            json_format.ParseDict(_hex_ids_to_base64(json.loads(body)), request)
         else:
-            request.ParseFromString(raw)
+            request.ParseFromString(body)
         with self.server.lock:
             self.server.got.append(Got(self.path, dict(self.headers.items()), raw, request, time.monotonic()))
             reply = self.server.script.pop(0) if self.server.script else Reply()
@@ -148,7 +150,8 @@ def attrs(span: Span) -> dict[str, Any]:
     return {kv.key: value(kv.value) for kv in span.attributes}
 
 
-def spans(got: Got) -> list[Span]:
+def spans(got: Any) -> list[Span]:
+    """The spans of a received request (`got.request`, any receiver's record)."""
     return [s for rs in got.request.resource_spans for ss in rs.scope_spans for s in ss.spans]
 
 
@@ -207,6 +210,12 @@ def test_llm_calls_become_genai_client_spans(receiver: Receiver, make: Any, prot
     assert got.headers["Content-Type"] == (
         "application/json" if protocol == "http/json" else "application/x-protobuf"
     )
+    check_genai_request(got.request)
+
+
+def check_genai_request(request: ExportTraceServiceRequest) -> None:
+    """The assertions on `[llm_item(), sdk_span()]` exported by service "checkout" (all protocols)."""
+    got = Got("", {}, b"", request, 0.0)
     resource = {kv.key: value(kv.value) for kv in got.request.resource_spans[0].resource.attributes}
     assert resource["service.name"] == "checkout"
     assert resource["deployment"] == "prod"
@@ -285,6 +294,16 @@ def test_a_full_traces_url_and_headers_are_used_as_given(receiver: Receiver, mak
     exporter.export([llm_item()])
     (got,) = receiver.got
     assert (got.path, got.headers["X-Api-Key"]) == ("/otel/v1/traces", "k")
+
+
+def test_gzip_compresses_the_body_and_says_so(receiver: Receiver, make: Any) -> None:
+    exporter = make(receiver.url, protocol="http/json", compression="gzip")
+    exporter.export([llm_item()])
+    (got,) = receiver.got
+    assert got.headers["Content-Encoding"] == "gzip"
+    assert got.raw[:2] == b"\x1f\x8b"
+    assert json.loads(gzip.decompress(got.raw))["resourceSpans"]
+    assert attrs(spans(got)[0])["gen_ai.request.model"] == "gpt-4o-mini"
 
 
 # -- answers ------------------------------------------------------------------------------------
@@ -380,6 +399,46 @@ def test_from_env_reads_the_standard_variables(receiver: Receiver) -> None:
     assert resource["service.name"] == "from-env"
 
 
+def test_from_env_prefers_traces_variables_and_reads_timeout_and_compression(receiver: Receiver) -> None:
+    made = OTLPExporter.from_env(
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+            "OTEL_EXPORTER_OTLP_HEADERS": "x-team=general",
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "x-team=traces",
+            "OTEL_EXPORTER_OTLP_TIMEOUT": "2500",
+            "OTEL_EXPORTER_OTLP_COMPRESSION": "gzip",
+            "OTEL_EXPORTER_OTLP_INSECURE": "true",  # gRPC only: ignored for HTTP
+        }
+    )
+    assert made is not None
+    assert (made.timeout_s, made.gzip) == (2.5, True)
+    try:
+        made.export([llm_item()])
+    finally:
+        made.shutdown(1.0)
+    (got,) = receiver.got
+    assert (got.headers["x-team"], got.headers["Content-Encoding"]) == ("traces", "gzip")
+
+
+@pytest.mark.parametrize(
+    ("environ", "variable"),
+    [
+        ({"OTEL_EXPORTER_OTLP_TIMEOUT": "soon"}, "OTEL_EXPORTER_OTLP_TIMEOUT"),
+        ({"OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "0"}, "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"),
+        ({"OTEL_EXPORTER_OTLP_COMPRESSION": "zstd"}, "OTEL_EXPORTER_OTLP_COMPRESSION"),
+        ({"OTEL_EXPORTER_OTLP_PROTOCOL": "thrift"}, "OTEL_EXPORTER_OTLP_PROTOCOL"),
+        ({"OTEL_EXPORTER_OTLP_CERTIFICATE": "/ca.pem"}, "OTEL_EXPORTER_OTLP_CERTIFICATE"),
+        (
+            {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_INSECURE": "yes"},
+            "OTEL_EXPORTER_OTLP_INSECURE",
+        ),
+    ],
+)
+def test_from_env_names_the_bad_variable(environ: dict[str, str], variable: str) -> None:
+    with pytest.raises(ValueError, match=f"^{variable}[: ]"):
+        OTLPExporter.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", **environ})
+
+
 def test_from_env_uses_the_traces_endpoint_as_is(receiver: Receiver) -> None:
     made = OTLPExporter.from_env(
         {
@@ -400,7 +459,9 @@ def test_from_env_uses_the_traces_endpoint_as_is(receiver: Receiver) -> None:
     [
         ({"endpoint": "ftp://x"}, "endpoint"),
         ({"endpoint": "http://x", "protocol": "thrift"}, "protocol"),
-        ({"endpoint": "http://x", "protocol": "grpc"}, "grpc"),
+        ({"endpoint": "http://x", "certificate_file": "ca.pem"}, "certificate_file"),
+        ({"endpoint": "http://x", "insecure": True}, "insecure"),
+        ({"endpoint": "http://x", "compression": "br"}, "compression"),
         ({"endpoint": "http://x", "timeout_s": 0}, "timeout_s"),
         ({"endpoint": "http://x", "headers": {"Content-Length": "1"}}, "headers"),
     ],

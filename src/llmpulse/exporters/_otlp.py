@@ -1,4 +1,4 @@
-"""`OTLPExporter`: telemetry items as OpenTelemetry spans over OTLP/HTTP (protobuf or JSON).
+"""`OTLPExporter`: telemetry items as OpenTelemetry spans over OTLP/HTTP (protobuf or JSON) or gRPC.
 
 LLM calls (``type == "llm.call"``) become GenAI client spans following the OpenTelemetry GenAI
 semantic conventions (``gen_ai.operation.name``, ``gen_ai.provider.name``, ``gen_ai.request.model``,
@@ -9,9 +9,11 @@ attributes and parent/child ids. Every other kind is skipped (not an error, not 
 
 The ``ExportTraceServiceRequest`` is built with `opentelemetry-proto` (imported by the constructor,
 so importing `llmpulse.exporters` stays light) and POSTed over one kept-alive stdlib connection
-(`KeepAliveClient`) to ``{endpoint}/v1/traces``.
+(`KeepAliveClient`) to ``{endpoint}/v1/traces``, or sent with ``protocol="grpc"`` to the
+``TraceService/Export`` method over one grpcio channel (`llmpulse.exporters._otlp_grpc`, which has
+the gRPC endpoint rules and status mapping).
 
-| answer | meaning for the batch |
+| HTTP answer | meaning for the batch |
 |---|---|
 | 2xx | exported (a ``partial_success`` with rejected spans becomes an `ExportResult`) |
 | 429, 502, 503, 504, connection errors, timeouts | `RetryableError`, honouring `Retry-After` |
@@ -24,6 +26,7 @@ pipeline, never into the application); `ValueError` naming the argument for a ba
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import json
 import os
@@ -41,17 +44,24 @@ from llmpulse.exporters._http import (
     parse_http_url,
     raise_for_status,
 )
+from llmpulse.exporters._pulse import GZIP_LEVEL
 from llmpulse.exporters._webhook import _check_header
 from llmpulse.sdk._exporter import ExportResult
 
 if TYPE_CHECKING:
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+        ExportTraceServiceResponse,
+    )
     from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
     from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
 
-__all__ = ["OTLPExporter", "OTLPProtocol"]
+    from llmpulse.exporters._otlp_grpc import GrpcTransport
+
+__all__ = ["OTLPCompression", "OTLPExporter", "OTLPProtocol"]
 
 OTLPProtocol = Literal["http/protobuf", "http/json", "grpc"]
+OTLPCompression = Literal["gzip", "none"]
 
 ENV_ENDPOINT: Final = "OTEL_EXPORTER_OTLP_ENDPOINT"
 ENV_TRACES_ENDPOINT: Final = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
@@ -59,6 +69,23 @@ ENV_HEADERS: Final = "OTEL_EXPORTER_OTLP_HEADERS"
 ENV_PROTOCOL: Final = "OTEL_EXPORTER_OTLP_PROTOCOL"
 ENV_SERVICE_NAME: Final = "OTEL_SERVICE_NAME"
 ENV_RESOURCE_ATTRIBUTES: Final = "OTEL_RESOURCE_ATTRIBUTES"
+ENV_COMPRESSION: Final = "OTEL_EXPORTER_OTLP_COMPRESSION"
+ENV_TIMEOUT: Final = "OTEL_EXPORTER_OTLP_TIMEOUT"
+ENV_INSECURE: Final = "OTEL_EXPORTER_OTLP_INSECURE"
+ENV_CERTIFICATE: Final = "OTEL_EXPORTER_OTLP_CERTIFICATE"
+ENV_CLIENT_KEY: Final = "OTEL_EXPORTER_OTLP_CLIENT_KEY"
+ENV_CLIENT_CERTIFICATE: Final = "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE"
+#: ``from_env`` keyword ← variable; each is also read as ``OTEL_EXPORTER_OTLP_TRACES_*``, which wins.
+_ENV_SETTINGS: Final[Mapping[str, str]] = {
+    "protocol": ENV_PROTOCOL,
+    "headers": ENV_HEADERS,
+    "compression": ENV_COMPRESSION,
+    "timeout_s": ENV_TIMEOUT,
+    "insecure": ENV_INSECURE,
+    "certificate_file": ENV_CERTIFICATE,
+    "client_key_file": ENV_CLIENT_KEY,
+    "client_certificate_file": ENV_CLIENT_CERTIFICATE,
+}
 
 TRACES_PATH: Final = "/v1/traces"
 _CONTENT_TYPES: Final[Mapping[str, str]] = {
@@ -139,6 +166,22 @@ def _flatten(prefix: str, value: Any) -> Iterator[tuple[str, Scalar]]:
         yield prefix, value
 
 
+def _env_value(kwarg: str, text: str, variable: str) -> Any:
+    """The `from_env` keyword value of one variable's `text`; `ValueError` naming the `variable`."""
+    if kwarg == "headers":
+        return _parse_key_values(text, variable)
+    if kwarg == "timeout_s":
+        try:
+            return float(text) / 1000.0  # milliseconds, as the spec defines it
+        except ValueError:
+            raise ValueError(f"{variable} must be a number of milliseconds, got {text!r}") from None
+    if kwarg == "insecure":
+        if text.lower() not in ("true", "false"):
+            raise ValueError(f"{variable} must be true or false, got {text!r}")
+        return text.lower() == "true"
+    return text
+
+
 def _parse_key_values(text: str, variable: str) -> dict[str, str]:
     """``k1=v1,k2=v2`` (values percent-decoded) as OTEL_EXPORTER_OTLP_HEADERS defines it."""
     result: dict[str, str] = {}
@@ -157,12 +200,16 @@ class OTLPExporter:
 
     `endpoint` is a base URL as ``OTEL_EXPORTER_OTLP_ENDPOINT`` defines it (``http://host:4318``:
     ``/v1/traces`` is appended) or a full URL already ending in ``/v1/traces``. `protocol` is
-    ``"http/protobuf"`` (default) or ``"http/json"``; ``"grpc"`` is not supported yet (`ValueError`).
-    `headers` are added to every request; `service_name` and `resource_attributes` describe the
-    resource; `timeout_s` bounds connecting and each socket read; `name` is the exporter's key in
-    ``collector.stats()["exporters"]``. `export` blocks on the network; the pipeline serialises calls.
-    Raises `ValueError` naming the argument when one is invalid, `ImportError` when
-    `opentelemetry-proto` is not installed.
+    ``"http/protobuf"`` (default), ``"http/json"`` or ``"grpc"`` (endpoint ``http://host:4317``,
+    ``https://...`` for TLS, or ``host:port``: TLS unless `insecure`; port 4317 by default).
+    `headers` are added to every request (gRPC metadata, keys lower-cased); `service_name` and
+    `resource_attributes` describe the resource; `timeout_s` bounds connecting and each socket read
+    (each gRPC call); `name` is the exporter's key in ``collector.stats()["exporters"]``;
+    `compression` ``"gzip"`` compresses every request. gRPC only: `certificate_file` (PEM roots to
+    trust), `client_key_file` and `client_certificate_file` (mutual TLS), read by the constructor.
+    `export` blocks on the network; the pipeline serialises calls. Raises `ValueError` naming the
+    argument when one is invalid, `ImportError` when `opentelemetry-proto` (or, for gRPC, `grpcio`)
+    is not installed.
     """
 
     def __init__(
@@ -174,12 +221,17 @@ class OTLPExporter:
         resource_attributes: Mapping[str, Any] | None = None,
         timeout_s: float = 10.0,
         name: str = "otlp",
+        *,
+        compression: OTLPCompression | None = None,
+        insecure: bool = False,
+        certificate_file: str | os.PathLike[str] | None = None,
+        client_key_file: str | os.PathLike[str] | None = None,
+        client_certificate_file: str | os.PathLike[str] | None = None,
     ) -> None:
-        if protocol == "grpc":
-            raise ValueError("protocol 'grpc' is not supported yet; use 'http/protobuf' or 'http/json'")
-        if protocol not in _CONTENT_TYPES:
-            raise ValueError(f"protocol must be 'http/protobuf' or 'http/json', got {protocol!r}")
-        parts, host, port = parse_http_url(endpoint, "endpoint", "http://localhost:4318")
+        if protocol not in ("http/protobuf", "http/json", "grpc"):
+            raise ValueError(f"protocol must be 'http/protobuf', 'http/json' or 'grpc', got {protocol!r}")
+        if compression not in (None, "gzip", "none"):
+            raise ValueError(f"compression must be 'gzip' or 'none', got {compression!r}")
         check_timeout(timeout_s)
         if not isinstance(service_name, str) or not service_name:
             raise ValueError(f"service_name must be a non-empty string, got {service_name!r}")
@@ -197,25 +249,39 @@ class OTLPExporter:
         self._resource_pb2 = resource_pb2
         self._trace_pb2 = trace_pb2
 
-        path = parts.path.rstrip("/")
-        if not path.endswith(TRACES_PATH):
-            path += TRACES_PATH
         self.endpoint: Final = endpoint
         self.protocol: Final[OTLPProtocol] = protocol
         self.name: str = name or "otlp"
         self.service_name: Final = service_name
         self.timeout_s: Final = float(timeout_s)
-        self._target = path + (f"?{parts.query}" if parts.query else "")
-        netloc = host if port is None else f"{host}:{port}"
-        self._where = f"POST {parts.scheme}://{netloc}"
-        merged = {
-            "Content-Type": _CONTENT_TYPES[protocol],
-            "User-Agent": USER_AGENT,
-        }
-        for key, value in (headers or {}).items():
-            _check_header(key, value)
-            merged[key] = value
-        self._headers: Final = merged
+        self.gzip: Final = compression == "gzip"
+        self._client: KeepAliveClient | None = None
+        self._grpc: GrpcTransport | None = None
+        if protocol == "grpc":
+            from llmpulse.exporters._otlp_grpc import GrpcTransport  # grpcio only when asked for
+
+            self._grpc = GrpcTransport(
+                endpoint,
+                insecure=insecure,
+                certificate_file=certificate_file,
+                client_key_file=client_key_file,
+                client_certificate_file=client_certificate_file,
+                headers=headers,
+                gzip=self.gzip,
+                timeout_s=self.timeout_s,
+            )
+            self._where, self._target = self._grpc.where, ""
+        else:
+            grpc_only = {
+                "insecure": insecure or None,
+                "certificate_file": certificate_file,
+                "client_key_file": client_key_file,
+                "client_certificate_file": client_certificate_file,
+            }
+            for arg, given in grpc_only.items():
+                if given is not None:
+                    raise ValueError(f"{arg} is only supported with protocol='grpc'")
+            self._http_setup(endpoint, headers)
         resource: dict[str, Any] = {
             "telemetry.sdk.name": "llmpulse",
             "telemetry.sdk.language": "python",
@@ -224,6 +290,23 @@ class OTLPExporter:
         resource.update(resource_attributes or {})
         resource["service.name"] = service_name
         self._resource_attributes: Final = resource
+
+    def _http_setup(self, endpoint: str, headers: Mapping[str, str] | None) -> None:
+        """The target, headers and kept-alive client of an OTLP/HTTP exporter (constructor only)."""
+        parts, host, port = parse_http_url(endpoint, "endpoint", "http://localhost:4318")
+        path = parts.path.rstrip("/")
+        if not path.endswith(TRACES_PATH):
+            path += TRACES_PATH
+        self._target = path + (f"?{parts.query}" if parts.query else "")
+        netloc = host if port is None else f"{host}:{port}"
+        self._where = f"POST {parts.scheme}://{netloc}"
+        merged = {"Content-Type": _CONTENT_TYPES[self.protocol], "User-Agent": USER_AGENT}
+        for key, value in (headers or {}).items():
+            _check_header(key, value)
+            merged[key] = value
+        if self.gzip:
+            merged["Content-Encoding"] = "gzip"
+        self._headers = merged
         self._client = KeepAliveClient(parts.scheme, host, port, self.timeout_s, self._where)
 
     @classmethod
@@ -231,10 +314,14 @@ class OTLPExporter:
         """An `OTLPExporter` configured by the standard ``OTEL_*`` variables, or None without endpoint.
 
         Reads ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` (used as is) or ``OTEL_EXPORTER_OTLP_ENDPOINT``
-        (``/v1/traces`` appended), ``OTEL_EXPORTER_OTLP_HEADERS`` (``k=v,k2=v2``, percent-decoded),
-        ``OTEL_EXPORTER_OTLP_PROTOCOL``, ``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES``.
-        `environ` defaults to `os.environ`; keyword `overrides` win over the environment. Raises
-        `ValueError` naming the variable for a bad value. Does not block.
+        (``/v1/traces`` appended for HTTP), ``OTEL_EXPORTER_OTLP_PROTOCOL``,
+        ``OTEL_EXPORTER_OTLP_HEADERS`` (``k=v,k2=v2``, percent-decoded), ``..._COMPRESSION``,
+        ``..._TIMEOUT`` (milliseconds), ``..._CERTIFICATE``, ``..._CLIENT_KEY``,
+        ``..._CLIENT_CERTIFICATE``, ``..._INSECURE`` (gRPC only), each also as
+        ``OTEL_EXPORTER_OTLP_TRACES_*`` (which wins), plus ``OTEL_SERVICE_NAME`` and
+        ``OTEL_RESOURCE_ATTRIBUTES``. `environ` defaults to `os.environ`; keyword `overrides` win over
+        the environment. Raises `ValueError` naming the variable for a bad value. Reads the certificate
+        files, if any; does not connect.
         """
         env = os.environ if environ is None else environ
         traces_endpoint = env.get(ENV_TRACES_ENDPOINT, "").strip()
@@ -242,12 +329,15 @@ class OTLPExporter:
         if not endpoint and "endpoint" not in overrides:
             return None
         kwargs: dict[str, Any] = {"endpoint": endpoint}
-        protocol = env.get(ENV_PROTOCOL, "").strip()
-        if protocol:
-            kwargs["protocol"] = protocol
-        headers = env.get(ENV_HEADERS, "").strip()
-        if headers:
-            kwargs["headers"] = _parse_key_values(headers, ENV_HEADERS)
+        sources = {"endpoint": ENV_TRACES_ENDPOINT if traces_endpoint else ENV_ENDPOINT}
+        for kwarg, variable in _ENV_SETTINGS.items():
+            for name in (variable.replace("OTEL_EXPORTER_OTLP_", "OTEL_EXPORTER_OTLP_TRACES_"), variable):
+                text = env.get(name, "").strip()
+                if text:
+                    kwargs[kwarg], sources[kwarg] = _env_value(kwarg, text, name), name
+                    break
+        if overrides.get("protocol", kwargs.get("protocol")) != "grpc":
+            kwargs.pop("insecure", None)  # the spec applies it to gRPC endpoints only
         service_name = env.get(ENV_SERVICE_NAME, "").strip()
         if service_name:
             kwargs["service_name"] = service_name
@@ -258,8 +348,10 @@ class OTLPExporter:
         try:
             made = cls(**kwargs)
         except ValueError as exc:
-            raise ValueError(f"{ENV_TRACES_ENDPOINT} / {ENV_ENDPOINT} / {ENV_PROTOCOL}: {exc}") from exc
-        if traces_endpoint and "endpoint" not in overrides:
+            named = [v for k, v in sources.items() if k not in overrides and str(exc).startswith(k)]
+            where = named[-1] if named else f"{ENV_TRACES_ENDPOINT} / {ENV_ENDPOINT} / {ENV_PROTOCOL}"
+            raise ValueError(f"{where}: {exc}") from exc
+        if traces_endpoint and "endpoint" not in overrides and made._client is not None:
             # The signal-specific variable is a full URL, used as is (no /v1/traces appended).
             parts = urllib.parse.urlsplit(traces_endpoint)
             made._target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -268,15 +360,18 @@ class OTLPExporter:
     # -- the exporter protocol -----------------------------------------------------------------
 
     def export(self, items: Sequence[dict[str, Any]]) -> ExportResult | None:
-        """Convert the batch's LLM calls and spans to OTLP spans and POST them; blocks on the network.
+        """Convert the batch's LLM calls and spans to OTLP spans and send them; blocks on the network.
 
         Other kinds of items are skipped. Returns None when everything was accepted, an
-        `ExportResult` when the receiver reported rejected spans; raises `RetryableError` (429, 502,
-        503, 504, connection errors, timeouts) or `ExportError` (any other non-2xx answer).
+        `ExportResult` when the receiver reported rejected spans; raises `RetryableError` (HTTP 429,
+        502, 503, 504, the OTLP spec's retryable gRPC codes, connection errors, timeouts) or
+        `ExportError` (any other refusal).
         """
         request = self.build_request(items)
         if not request.resource_spans:
             return None
+        if self._grpc is not None:
+            return self._partial_result(self._grpc.export(request))
         return self._send(self.encode(request))
 
     def force_flush(self, timeout: float) -> bool:
@@ -284,11 +379,15 @@ class OTLPExporter:
         return True
 
     def shutdown(self, timeout: float) -> None:
-        """Close the kept-alive connection; does not block."""
-        self._client.close()
+        """Close the kept-alive connection or the gRPC channel; does not block."""
+        if self._client is not None:
+            self._client.close()
+        if self._grpc is not None:
+            self._grpc.close()
 
     def __repr__(self) -> str:
-        return f"<OTLPExporter {self.name!r} {self._where[5:]}{self._target} protocol={self.protocol}>"
+        where = self._where.partition(" ")[2]
+        return f"<OTLPExporter {self.name!r} {where}{self._target} protocol={self.protocol}>"
 
     # -- conversion ----------------------------------------------------------------------------
 
@@ -313,12 +412,12 @@ class OTLPExporter:
         return request
 
     def encode(self, request: ExportTraceServiceRequest) -> bytes:
-        """The request body in the exporter's protocol: binary protobuf, or OTLP/JSON.
+        """The request body in the exporter's protocol: binary protobuf (HTTP and gRPC), or OTLP/JSON.
 
         OTLP/JSON is the protobuf JSON mapping (lowerCamelCase keys, enums as integers) except that
-        trace and span ids are hex strings, not base64.
+        trace and span ids are hex strings, not base64. Not compressed.
         """
-        if self.protocol == "http/protobuf":
+        if self.protocol != "http/json":
             data: bytes = request.SerializeToString()
             return data
         document = self._json_format.MessageToDict(request, use_integers_for_enums=True)
@@ -465,6 +564,9 @@ class OTLPExporter:
 
     def _send(self, body: bytes) -> ExportResult | None:
         """POST `body` and map the answer: None or a partial result on 2xx, raise otherwise."""
+        assert self._client is not None
+        if self.gzip:
+            body = gzip.compress(body, compresslevel=GZIP_LEVEL)
         status, data, retry_after = self._client.post(self._target, body, self._headers)
         # the OTLP spec's retryable codes; a binary google.rpc.Status body is not worth quoting
         raise_for_status(
@@ -489,6 +591,11 @@ class OTLPExporter:
                 self._json_format.Parse(data, response, ignore_unknown_fields=True)
         except Exception:  # an answer we cannot read is still a 2xx: the spans were accepted
             return None
+        return self._partial_result(response)
+
+    @staticmethod
+    def _partial_result(response: ExportTraceServiceResponse) -> ExportResult | None:
+        """An `ExportResult` when an ``ExportTraceServiceResponse`` names rejected spans, else None."""
         rejected = int(response.partial_success.rejected_spans)
         if rejected <= 0:
             return None
