@@ -183,6 +183,20 @@ def test_the_key_is_the_partition_by_fields_value(broker: TansuBroker) -> None:
     assert [items[1][f] for f in ("model", "tenant_id")] == ["claude-3-5-haiku", "t-2"]  # always set
 
 
+def test_hashed_user_ids_key_by_their_hash(broker: TansuBroker) -> None:
+    topic = new_topic(broker)
+    exporter = exporter_for(broker, topic)
+    collector = Collector(TelemetryConfig(hash_user_ids=True, user_id_salt="s"), exporters=[exporter])
+    collector.record(call(0, user_id="alice"))
+    collector.record(call(1, user_id=None))
+    assert collector.shutdown(timeout=10.0)
+    got = consume(broker, topic, 2)
+    assert got[0].json["user_id"] is None
+    assert got[0].key == got[0].json["user_id_hash"].encode()
+    assert len(got[0].key) == 64  # SHA-256 hex: "alice" never leaves the process
+    assert got[1].key is None
+
+
 def test_equal_keys_land_on_one_partition_as_the_java_client_would_place_them(broker: TansuBroker) -> None:
     partitions = 4
     topic = new_topic(broker, partitions)

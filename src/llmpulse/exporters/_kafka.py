@@ -4,10 +4,11 @@ Message (details in docs/exporters/kafka.md):
 
 - value: the item's JSON, UTF-8 (LLM calls as the call event JSON: token-copilot fields plus
   llmpulse's), byte for byte the line the pipeline encoded, without the newline.
-- key: the `partition_by` field's value as UTF-8 (``user_id`` by default; ``org_id``, ``model``,
-  ``tenant_id``), or no key when `partition_by` is None or the item has no such field (only LLM calls
-  have them) or its value is None or empty. The default partitioner (``murmur2_random``, as the Java
-  client) sends equal keys to the same partition and spreads keyless messages over the partitions.
+- key: the `partition_by` field's value as UTF-8 (``user_id`` by default, or ``user_id_hash`` when
+  user ids are hashed; ``org_id``, ``model``, ``tenant_id``), or no key when `partition_by` is None or
+  the item has no such field (only LLM calls have them) or its value is None or empty. The default
+  partitioner (``murmur2_random``, as the Java client) sends equal keys to the same partition and
+  spreads keyless messages over the partitions.
 - headers: ``content-type: application/json``, ``type: <the item's type>`` (``llm.call``, ``span``,
   ``tool``, ``orchestration``, ``metric``, ``log``) and ``llmpulse-version: <the SDK's version>``.
 
@@ -161,6 +162,36 @@ def _servers(value: object) -> str:
     return ",".join(hosts)
 
 
+def _sasl_config(
+    protocol: str, mechanism: object, username: object, password: object, extra: Mapping[str, Any]
+) -> dict[str, str]:
+    """The ``sasl.*`` settings for the arguments; `ValueError` naming the argument that does not fit."""
+    sasl = protocol.startswith("SASL_")
+    mechanism_elsewhere = any(key in extra for key in _MECHANISM_KEYS)  # e.g. GSSAPI, OAUTHBEARER
+    config: dict[str, str] = {}
+    if mechanism is not None:
+        config["sasl.mechanism"] = _choice(mechanism, "sasl_mechanism", SASL_MECHANISMS, upper=True)
+        if mechanism_elsewhere:
+            raise ValueError("sasl_mechanism: set it either as an argument or in producer_config")
+        if not sasl:
+            raise ValueError(
+                f"sasl_mechanism needs security_protocol SASL_SSL or SASL_PLAINTEXT, not {protocol}"
+            )
+    elif sasl and not mechanism_elsewhere:
+        raise ValueError(f"sasl_mechanism is required with security_protocol {protocol}")
+    for what, value in (("sasl_username", username), ("sasl_password", password)):
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"{what} must be a non-empty string or None")
+        if not sasl:
+            raise ValueError(f"{what} needs security_protocol SASL_SSL or SASL_PLAINTEXT, not {protocol}")
+        config["sasl." + what[5:]] = value
+    if mechanism is not None and (username is None or password is None):
+        raise ValueError(f"sasl_username and sasl_password are required with sasl_mechanism {mechanism}")
+    return config
+
+
 def _option_name(kwarg: str) -> str:
     """``ssl_ca_location`` → ``ssl.ca.location``; a callback keeps its last underscore (``stats_cb``)."""
     if kwarg.endswith("_cb"):
@@ -303,29 +334,14 @@ class KafkaExporter:
         if not isinstance(name, str) or not name:
             raise ValueError(f"name must be a non-empty string, got {name!r}")
         extra = self._extra_config(producer_config, options)
-        mechanism: str | None = None
-        if sasl_mechanism is not None:
-            mechanism = _choice(sasl_mechanism, "sasl_mechanism", SASL_MECHANISMS, upper=True)
-            if any(key in extra for key in _MECHANISM_KEYS):
-                raise ValueError("sasl_mechanism: set it either as an argument or in producer_config")
-        sasl = protocol.startswith("SASL_")
-        if mechanism is not None and not sasl:
-            raise ValueError(
-                f"sasl_mechanism needs security_protocol SASL_SSL or SASL_PLAINTEXT, not {protocol}"
-            )
-        if sasl and mechanism is None and not any(key in extra for key in _MECHANISM_KEYS):
-            raise ValueError(f"sasl_mechanism is required with security_protocol {protocol}")
-        for what, value in (("sasl_username", sasl_username), ("sasl_password", sasl_password)):
-            if value is not None and (not isinstance(value, str) or not value):
-                raise ValueError(f"{what} must be a non-empty string or None")
-            if value is not None and not sasl:
-                raise ValueError(f"{what} needs security_protocol SASL_SSL or SASL_PLAINTEXT, not {protocol}")
-        if mechanism is not None and (sasl_username is None or sasl_password is None):
-            raise ValueError(f"sasl_username and sasl_password are required with sasl_mechanism {mechanism}")
+        sasl_config = _sasl_config(protocol, sasl_mechanism, sasl_username, sasl_password, extra)
+        mechanism = sasl_config.get("sasl.mechanism")
 
         self.bootstrap_servers: Final = servers
         self.topic: Final = topic
         self.partition_by: Final[PartitionBy | None] = partition_by
+        # with TelemetryConfig(hash_user_ids=True) a call carries user_id_hash instead of user_id
+        self._key_fallback: Final = "user_id_hash" if partition_by == "user_id" else ""
         self.compression: Final = codec
         self.security_protocol: Final = protocol
         self.sasl_mechanism: Final = mechanism
@@ -346,11 +362,7 @@ class KafkaExporter:
             "security.protocol": protocol.lower(),
             "message.timeout.ms": self.message_timeout_ms,
         }
-        if mechanism is not None:
-            config["sasl.mechanism"] = mechanism
-        if sasl_username is not None and sasl_password is not None:
-            config["sasl.username"] = sasl_username
-            config["sasl.password"] = sasl_password
+        config.update(sasl_config)
         self._kafka = _import_kafka()
         self._check(config)
         self._config: Final = config
@@ -453,9 +465,9 @@ class KafkaExporter:
         """
         if not items:
             return None
-        field = self.partition_by
+        field, fallback = self.partition_by, self._key_fallback
         values = [_encoder.encode(item) for item in items]
-        keys = [_key(item.get(field)) if field else None for item in items]
+        keys = [(_key(item.get(field)) or _key(item.get(fallback))) if field else None for item in items]
         kinds = [str(item.get("type", "")) for item in items]
         return self._send(items, values, keys, kinds)
 
@@ -464,9 +476,12 @@ class KafkaExporter:
         (newline removed), without re-encoding. Blocks on the network; answers and raises as `export`."""
         if not batch.items:
             return None
-        field = self.partition_by
+        field, fallback = self.partition_by, self._key_fallback
         values = [line[:-1] for line in batch.split_lines()]
-        keys = [_key(getattr(item, field, None)) if field else None for item in batch.items]
+        keys = [
+            (_key(getattr(item, field, None)) or _key(getattr(item, fallback, None))) if field else None
+            for item in batch.items
+        ]
         kinds = [_TYPE_OF.get(type(item), "") for item in batch.items]
         return self._send(batch, values, keys, kinds)
 
