@@ -1,8 +1,9 @@
 """Loopback servers for the SDK benchmark, each run in its own process so its CPU is not counted.
 
 `python -m bench._sdk_servers sink` serves a telemetry sink: ``POST /v1/traces`` (OTLP/HTTP protobuf:
-counts the spans), ``POST /v1/events`` (llmpulse JSON arrays, gzip or not: counts the events), both
-answering 200, and ``GET /count`` (JSON ``{"spans", "events", "requests"}``).
+counts the spans), ``POST /v1/events`` (llmpulse JSON arrays, gzip or not: counts the events), any
+other POST (counted as ``other``), all answering 200, and ``GET /count`` (JSON ``{"spans", "events",
+"other", "requests"}``).
 `python -m bench._sdk_servers provider` serves `tests/instrument/fake_provider.FakeProvider` (the fake
 OpenAI/Anthropic API the instrumentation tests use). Either prints its base URL on one stdout line,
 serves until its stdin reaches end of file, then stops.
@@ -59,16 +60,23 @@ class _SinkHandler(BaseHTTPRequestHandler):
         if self.path.endswith("/v1/traces"):
             from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-            request = ExportTraceServiceRequest.FromString(body)
-            spans = sum(len(s.spans) for r in request.resource_spans for s in r.scope_spans)
-            self._count("spans", spans)
-            self._answer(200, b"", "application/x-protobuf")  # an empty ExportTraceServiceResponse
+            if self.headers.get("content-type", "").startswith("application/json"):
+                data = json.loads(body)
+                spans = sum(len(s["spans"]) for r in data["resourceSpans"] for s in r["scopeSpans"])
+                self._count("spans", spans)
+                self._answer(200, b"{}", "application/json")
+            else:
+                request = ExportTraceServiceRequest.FromString(body)
+                spans = sum(len(s.spans) for r in request.resource_spans for s in r.scope_spans)
+                self._count("spans", spans)
+                self._answer(200, b"", "application/x-protobuf")  # an empty ExportTraceServiceResponse
         elif self.path.endswith("/v1/events"):
             events = len(json.loads(body))
             self._count("events", events)
             self._answer(200, json.dumps({"accepted": events}).encode(), "application/json")
-        else:
-            self._answer(404, b"{}", "application/json")
+        else:  # any other POST (webhook, Langfuse, Helicone): counted and accepted
+            self._count("other", 1)
+            self._answer(200, b"{}", "application/json")
 
     def _count(self, key: str, n: int) -> None:
         with self.server.lock:
@@ -82,7 +90,7 @@ class _SinkServer(ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _SinkHandler)
         self.lock = threading.Lock()
-        self.counts = {"spans": 0, "events": 0, "requests": 0}
+        self.counts = {"spans": 0, "events": 0, "other": 0, "requests": 0}
 
 
 def _serve(kind: str) -> None:

@@ -29,6 +29,7 @@ from llmpulse.exporters import (
     LogstashExporter,
     OTLPExporter,
     PulseExporter,
+    SyslogExporter,
     WebhookExporter,
 )
 from llmpulse.sdk import Collector, TelemetryConfig
@@ -44,7 +45,7 @@ ExporterFactory = Callable[[int], Any]
 
 #: Stream transports with no application-level acknowledgement: a black hole's kernel buffers take
 #: a few MB before writes block, and those items count as exported (TCP cannot tell; documented).
-UNACKNOWLEDGED = frozenset({"logstash"})
+UNACKNOWLEDGED = frozenset({"logstash", "syslog-tcp"})
 
 FACTORIES: dict[str, ExporterFactory] = {
     "webhook": lambda port: WebhookExporter(f"http://127.0.0.1:{port}/hook", timeout_s=EXPORT_TIMEOUT_S),
@@ -53,6 +54,9 @@ FACTORIES: dict[str, ExporterFactory] = {
     "otlp-json": lambda port: OTLPExporter(
         f"http://127.0.0.1:{port}", protocol="http/json", timeout_s=EXPORT_TIMEOUT_S
     ),
+    "otlp-grpc": lambda port: OTLPExporter(
+        f"http://127.0.0.1:{port}", protocol="grpc", timeout_s=EXPORT_TIMEOUT_S, name="otlp-grpc"
+    ),
     "helicone": lambda port: HeliconeExporter(
         "sk-helicone-test", base_url=f"http://127.0.0.1:{port}", timeout_s=EXPORT_TIMEOUT_S
     ),
@@ -60,6 +64,12 @@ FACTORIES: dict[str, ExporterFactory] = {
         "pk-lf-test", "sk-lf-test", host=f"http://127.0.0.1:{port}", timeout_s=EXPORT_TIMEOUT_S
     ),
     "logstash": lambda port: LogstashExporter("127.0.0.1", port, timeout_s=EXPORT_TIMEOUT_S),
+    "syslog-tcp": lambda port: SyslogExporter(
+        "127.0.0.1", port, protocol="tcp", timeout_s=EXPORT_TIMEOUT_S, name="syslog-tcp"
+    ),
+    "syslog-tls": lambda port: SyslogExporter(
+        "127.0.0.1", port, protocol="tls", timeout_s=EXPORT_TIMEOUT_S, name="syslog-tls"
+    ),
 }
 
 
@@ -152,7 +162,8 @@ def test_a_dead_receiver_neither_holds_the_app_nor_grows_memory_nor_loses_count(
         # an export is in flight on the worker and waits up to EXPORT_TIMEOUT_S; record never does
         assert slowest < EXPORT_TIMEOUT_S / 2
         assert most_queued <= BUFFER
-        wait_until(lambda: collector.stats()["exporters"][exporter.name]["failed"] >= 1, timeout=10.0)
+        if not (mode == "blackhole" and kind in UNACKNOWLEDGED):
+            assert wait_until(lambda: collector.stats()["exporters"][exporter.name]["failed"] >= 1, 10.0)
     finally:
         collector.shutdown(timeout=EXPORT_TIMEOUT_S)
     stats = collector.stats()["exporters"][exporter.name]
@@ -164,7 +175,8 @@ def test_a_dead_receiver_neither_holds_the_app_nor_grows_memory_nor_loses_count(
     assert stats["emitted"] == stats["exported"] + stats["queued"] + stats["dropped"]
     assert stats["queued"] <= BUFFER
     assert stats["dropped_by_reason"].get("queue_full", 0) >= CALLS - BUFFER - stats["exported"]
-    assert stats["last_error"]
+    if stats["failed"]:
+        assert stats["last_error"]
 
 
 def test_every_dead_receiver_at_once_leaves_a_live_exporter_untouched() -> None:
@@ -177,7 +189,7 @@ def test_every_dead_receiver_at_once_leaves_a_live_exporter_untouched() -> None:
         assert slowest < EXPORT_TIMEOUT_S / 2
         assert most_queued <= BUFFER
         # the live exporter gets every call while each dead one's worker waits out its timeouts
-        wait_until(lambda: len(live.items) == CALLS, timeout=10.0)
+        assert wait_until(lambda: len(live.items) == CALLS, timeout=10.0)
     finally:
         collector.shutdown(timeout=EXPORT_TIMEOUT_S)
         hole.close()
@@ -189,4 +201,4 @@ def test_every_dead_receiver_at_once_leaves_a_live_exporter_untouched() -> None:
         stats = every[exporter.name]
         assert stats["emitted"] == CALLS == stats["exported"] + stats["queued"] + stats["dropped"]
         assert stats["exported"] + stats["dropped"] >= CALLS - BUFFER, exporter.name
-        assert stats["failed"] >= 1, exporter.name
+        assert stats["failed"] >= 1 or exporter.name in UNACKNOWLEDGED, exporter.name

@@ -10,6 +10,7 @@ from llmpulse.exporters import (
     LogstashExporter,
     OTLPExporter,
     PulseExporter,
+    SyslogExporter,
     WebhookExporter,
     from_env,
 )
@@ -31,6 +32,7 @@ def test_each_variable_set_builds_its_exporter() -> None:
             "LOGSTASH_PORT": "5044",
             "LANGFUSE_PUBLIC_KEY": "pk-lf-test",
             "LANGFUSE_SECRET_KEY": "sk-lf-test",
+            "SYSLOG_HOST": "127.0.0.1",
         }
     )
     assert [type(e) for e in exporters] == [
@@ -40,6 +42,7 @@ def test_each_variable_set_builds_its_exporter() -> None:
         HeliconeExporter,
         LogstashExporter,
         LangfuseExporter,
+        SyslogExporter,
     ]
 
 

@@ -9,11 +9,13 @@ say whether a failure is retryable. They never run on the application's thread.
 - `FileExporter`: JSON lines in a file, with size-based rotation.
 - `PulseExporter`: batches to the llmpulse server's `POST /v1/events` (stdlib HTTP).
 - `WebhookExporter`: batches as a JSON array or NDJSON to any URL.
-- `OTLPExporter`: OpenTelemetry spans following the GenAI conventions (OTLP/HTTP protobuf or JSON).
+- `OTLPExporter`: OpenTelemetry spans following the GenAI conventions (OTLP/HTTP protobuf or JSON,
+  or OTLP/gRPC).
 - `HeliconeExporter`: Helicone's async logging API; `helicone_headers` for its proxy mode.
 - `LangfuseExporter`: traces, generations and spans through Langfuse's batch ingestion API.
 - `LogstashExporter`: JSON lines over TCP or TLS, for Logstash's `json_lines` codec.
 - `PrometheusExporter`: counters and histograms for a Prometheus scrape.
+- `SyslogExporter`: RFC 5424 syslog messages over UDP, TCP or TLS (rsyslog, syslog-ng, SIEMs).
 - `from_env()`: the set the environment describes.
 
 Errors, as the delivery core understands them: `RetryableError` (transient, retried), `ExportError`
@@ -31,6 +33,7 @@ from llmpulse.exporters._logstash import LogstashExporter
 from llmpulse.exporters._otlp import OTLPExporter
 from llmpulse.exporters._prometheus import PrometheusExporter
 from llmpulse.exporters._pulse import PulseExporter
+from llmpulse.exporters._syslog import SyslogExporter
 from llmpulse.exporters._webhook import WebhookExporter
 from llmpulse.sdk._exporter import Exporter, ExportError, ExportResult, RetryableError, as_exporter
 
@@ -47,6 +50,7 @@ __all__ = [
     "PrometheusExporter",
     "PulseExporter",
     "RetryableError",
+    "SyslogExporter",
     "WebhookExporter",
     "as_exporter",
     "from_env",

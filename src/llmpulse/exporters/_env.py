@@ -11,6 +11,7 @@ from llmpulse.exporters._langfuse import LangfuseExporter
 from llmpulse.exporters._logstash import LogstashExporter
 from llmpulse.exporters._otlp import OTLPExporter
 from llmpulse.exporters._pulse import PulseExporter
+from llmpulse.exporters._syslog import SyslogExporter
 from llmpulse.exporters._webhook import WebhookExporter
 
 #: Where llmpulse's own server is, for the `PulseExporter`.
@@ -26,7 +27,9 @@ def from_env(environ: Mapping[str, str] | None = None) -> list[Any]:
     `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (+ the other `OTEL_*` variables) → `OTLPExporter`;
     `HELICONE_API_KEY` (+ `HELICONE_BASE_URL`) → `HeliconeExporter`; `LOGSTASH_HOST` and
     `LOGSTASH_PORT` → `LogstashExporter`; `LANGFUSE_PUBLIC_KEY` and `LANGFUSE_SECRET_KEY` (+
-    `LANGFUSE_HOST`) → `LangfuseExporter`. An empty list when none is set.
+    `LANGFUSE_HOST`) → `LangfuseExporter`; `SYSLOG_HOST` (+ `SYSLOG_PORT`, `SYSLOG_PROTOCOL`,
+    `SYSLOG_FACILITY`, `SYSLOG_APP_NAME`, `SYSLOG_FORMAT`) → `SyslogExporter`. An empty list when
+    none is set.
     A malformed value raises `ValueError` naming the variable.
     """
     env = os.environ if environ is None else environ
@@ -41,6 +44,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> list[Any]:
         HeliconeExporter.from_env,
         LogstashExporter.from_env,
         LangfuseExporter.from_env,
+        SyslogExporter.from_env,
     )
     for factory in factories:
         exporter = factory(env)

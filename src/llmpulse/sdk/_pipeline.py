@@ -67,6 +67,8 @@ INTERNAL_ERROR: Final = "internal_error"
 
 #: Pricing cache entries per pipeline before the cache is cleared (bounds memory for odd model names).
 _RATES_CACHE_MAX: Final = 4096
+#: How long a worker that outlived `shutdown` gives the exporter's own `shutdown`.
+LATE_SHUTDOWN_TIMEOUT_S: Final = 5.0
 _UNCACHED: Final = object()
 
 _encoder: Final = msgspec.json.Encoder()
@@ -154,6 +156,8 @@ class ExportPipeline:
         self._stop = threading.Event()
         self._export_lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._worker_done = False  # the worker has left its loop (decided under the lock)
+        self._late_shutdown = False  # `shutdown` left the exporter's shutdown to the worker
         self._steady = False  # the worker is started and the pipeline open: `offer`'s fast path
         self._queue.clear()
         self._offered = itertools.count()  # advanced lock-free by `offer`, before the append
@@ -312,8 +316,10 @@ class ExportPipeline:
         Blocks up to `timeout` (None: until done). Retries still run while they fit before the
         deadline; waits that do not are cut short. Items still queued at the deadline are dropped
         (reason ``"shutdown"``); a batch stuck in a hanging export stays `in_flight` (the worker is a
-        daemon and cannot be killed). True when the worker finished in time and nothing was dropped
-        for lack of time (reason ``"shutdown"``). Later calls return False at once.
+        daemon and cannot be killed), and the exporter's own `shutdown` is then left to the worker,
+        which calls it when that export returns, never under it. True when the worker finished in
+        time and nothing was dropped for lack of time (reason ``"shutdown"``). Later calls return
+        False at once.
         """
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
         with self._lock:
@@ -346,14 +352,31 @@ class ExportPipeline:
             self._settled.notify_all()
         if left:
             self._report(f"shutdown deadline reached: dropped {left} queued items")
+        if not finished:
+            # the worker is still inside `export`: shutting the exporter down now would close its
+            # connection under that call (which may then open another that nobody closes); the worker
+            # shuts it down itself when the call returns
+            with self._lock:
+                late = self._late_shutdown = not self._worker_done
+            if late:
+                return False
         flushed = self._flush_exporter(deadline) if finished else False
         remaining = _remaining(deadline)
+        return (
+            self._shutdown_exporter(30.0 if remaining is None else remaining)
+            and finished
+            and flushed
+            and not lost
+        )
+
+    def _shutdown_exporter(self, timeout: float) -> bool:
+        """Call the exporter's `shutdown`; False (and the error noted) when it raises."""
         try:
-            self.exporter.shutdown(30.0 if remaining is None else remaining)
+            self.exporter.shutdown(timeout)
         except Exception as exc:
             self._note_error(f"exporter shutdown failed: {_describe(exc)}")
             return False
-        return finished and flushed and not lost
+        return True
 
     def restart_after_fork(self) -> None:
         """Reset the pipeline in a forked child: new locks and worker, empty queue, zeroed counters.
@@ -383,6 +406,11 @@ class ExportPipeline:
             except Exception as exc:  # a bug here must not kill the worker silently
                 self._note_error(f"export worker error: {_describe(exc)}")
             if closing:
+                with self._lock:
+                    self._worker_done = True
+                    late = self._late_shutdown
+                if late:  # `shutdown` gave up waiting for this worker: release the exporter now
+                    self._shutdown_exporter(LATE_SHUTDOWN_TIMEOUT_S)
                 return
 
     def _warm_up(self) -> None:
