@@ -64,6 +64,22 @@ def _number(value: object) -> float | None:
     return number
 
 
+class _Group:
+    """What one batch adds to one label set: sums for the counters, values for the histograms."""
+
+    __slots__ = ("cost", "cost_known", "cost_unknown", "errors", "latencies", "requests", "tokens", "ttfts")
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.errors = 0
+        self.tokens = [0.0] * len(_TOKEN_FIELDS)
+        self.cost = 0.0
+        self.cost_known = False
+        self.cost_unknown = 0
+        self.latencies: list[float] = []
+        self.ttfts: list[float] = []
+
+
 class PrometheusExporter:
     """Keeps Prometheus metrics of the LLM calls it exports, in `registry` or in its own.
 
@@ -152,42 +168,73 @@ class PrometheusExporter:
                     self._label_sets.add(key)
         return (*key, _label(item.get("status")))
 
-    def _record(self, item: dict[str, Any]) -> None:
+    def _add(self, item: dict[str, Any], groups: dict[tuple[str, ...], _Group]) -> None:
+        """Add one call to its label set's group of this batch."""
         labels = self._labels(item)
-        self._requests.labels(*labels).inc()
+        group = groups.get(labels)
+        if group is None:
+            group = groups[labels] = _Group()
+        group.requests += 1
         if item.get("status") == "error":
-            self._errors.labels(*labels).inc()
-        for kind, field in _TOKEN_FIELDS:
-            self._tokens.labels(*labels, kind).inc(_number(item.get(field)) or 0)
+            group.errors += 1
+        tokens = group.tokens
+        for i, (_, field) in enumerate(_TOKEN_FIELDS):
+            tokens[i] += _number(item.get(field)) or 0
         cost = _number(item.get("cost"))
         if cost is None:
-            self._cost_unknown.labels(*labels).inc()
+            group.cost_unknown += 1
         else:
-            self._cost.labels(*labels).inc(cost)
+            group.cost += cost
+            group.cost_known = True
         latency_ms = _number(item.get("latency_ms"))
         if latency_ms is not None:
-            self._latency.labels(*labels).observe(latency_ms / 1000.0)
+            group.latencies.append(latency_ms / 1000.0)
         ttft_ms = _number(item.get("ttft_ms"))
         if ttft_ms is not None:
-            self._ttft.labels(*labels).observe(ttft_ms / 1000.0)
+            group.ttfts.append(ttft_ms / 1000.0)
+
+    def _apply(self, labels: tuple[str, ...], group: _Group) -> None:
+        """One update per counter for a label set's calls; each latency observed on its own."""
+        self._requests.labels(*labels).inc(group.requests)
+        if group.errors:
+            self._errors.labels(*labels).inc(group.errors)
+        for (kind, _), value in zip(_TOKEN_FIELDS, group.tokens, strict=True):
+            self._tokens.labels(*labels, kind).inc(value)
+        if group.cost_unknown:
+            self._cost_unknown.labels(*labels).inc(group.cost_unknown)
+        if group.cost_known:
+            self._cost.labels(*labels).inc(group.cost)
+        if group.latencies:
+            observe = self._latency.labels(*labels).observe
+            for value in group.latencies:
+                observe(value)
+        if group.ttfts:
+            observe = self._ttft.labels(*labels).observe
+            for value in group.ttfts:
+                observe(value)
 
     def export(self, items: Sequence[dict[str, Any]]) -> ExportResult | None:
         """Update the metrics from the batch's ``llm.call`` items; does not block.
 
-        Other kinds are skipped and count as delivered. An item that cannot be recorded is reported
-        as dropped (reason ``"invalid_item"``) without costing the rest of the batch.
+        Counters are summed per label set over the batch and updated once each (a scrape sees a
+        batch whole or not at all); histograms observe every call. Other kinds are skipped and
+        count as delivered. An item that cannot be recorded is reported as dropped (reason
+        ``"invalid_item"``) without costing the rest of the batch.
         """
         failed = 0
         errors: list[str] = []
+        groups: dict[tuple[str, ...], _Group] = {}
         for item in items:
             if item.get("type") != "llm.call":
                 continue
             try:
-                self._record(item)
+                self._add(item, groups)
             except Exception as exc:  # one malformed item must not cost the rest of the batch
                 failed += 1
                 if len(errors) < 3:
                     errors.append(f"{type(exc).__name__}: {exc}")
+        for labels, group in groups.items():
+            self._apply(labels, group)
         return ExportResult({"invalid_item": failed}, tuple(errors)) if failed else None
 
     def force_flush(self, timeout: float) -> bool:
