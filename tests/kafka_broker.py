@@ -19,6 +19,7 @@ quotes the broker's log.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -41,6 +42,17 @@ ENV_TANSU_BIN = "TANSU_BIN"
 
 _METADATA, _API_VERSIONS = 3, 18
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+#: Brokers running in this process: killed at exit, so a test run that dies leaves none behind (the
+#: broker runs in its own session and would outlive it).
+_running: set[subprocess.Popen[bytes]] = set()
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for proc in list(_running):
+        with contextlib.suppress(OSError):
+            proc.kill()
 
 
 class TansuNotFound(RuntimeError):
@@ -170,12 +182,14 @@ class TansuBroker:
             self._proc = subprocess.Popen(
                 args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
+        _running.add(self._proc)
         self.starts += 1
         probe = _API_VERSIONS if self.authentication else _METADATA
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 code = self._proc.returncode
+                _running.discard(self._proc)
                 self._proc = None
                 raise BrokerError(f"tansu exited with {code} on {self.url}:\n{self.log_tail()}")
             if _answers(self.host, self.port, probe, timeout=1.0):
@@ -188,7 +202,10 @@ class TansuBroker:
         """Stop the broker: SIGTERM, then SIGKILL after `timeout` s (tansu waits for connected clients
         to leave, so with a client connected this is a kill). Its storage is lost. Idempotent."""
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
+        if proc is None:
+            return
+        _running.discard(proc)
+        if proc.poll() is not None:
             return
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGTERM)
@@ -201,9 +218,11 @@ class TansuBroker:
     def kill(self) -> None:
         """Stop the broker at once with SIGKILL (a crash: clients see their connections reset)."""
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait(5.0)
+        if proc is not None:
+            _running.discard(proc)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5.0)
 
     def restart(self, timeout: float = 10.0) -> TansuBroker:
         """`stop`, then `start` on the same port (empty storage again); returns self."""
