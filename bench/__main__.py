@@ -1,6 +1,7 @@
 """`python -m bench` (`make bench`): every benchmark, each beside its reference, in one run.
 
-Set `BENCH_PAIRS` to change the size (default: 1M pairs, 2M events, for each).
+Set `BENCH_PAIRS` to change the size (default: 1M pairs, 2M events, for each); `BENCH_SDK_EVENTS`
+and `BENCH_EXPORTER_EVENTS` size the SDK and exporter benchmarks.
 """
 
 from __future__ import annotations
@@ -9,12 +10,17 @@ import json
 import sys
 from pathlib import Path
 
-from bench import ingest, processor, sdk
+from bench import exporters, ingest, processor, sdk
 
 
 def main() -> int:
     """Run the benchmarks and write their figures to bench/out/results.json."""
-    results = {"processor": processor.run(), "ingest": ingest.run(), "sdk": sdk.run()}
+    results = {
+        "processor": processor.run(),
+        "ingest": ingest.run(),
+        "sdk": sdk.run(),
+        "exporters": exporters.run(),
+    }
     out = Path(__file__).parent / "out"
     out.mkdir(exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))

@@ -5,11 +5,11 @@ In one run (`python -m bench.exporters`; ratios are what to read on a shared, no
 1. **Events per second per exporter, one core.** The benchmark process is pinned to one core and the
    receivers run in child processes pinned to the other (their CPU is not counted): the HTTP sink of
    `bench._sdk_servers` (webhook, Pulse, OTLP, Langfuse, Helicone), the TCP/UDP sink of
-   `bench._stream_sink` (Logstash, syslog), a tansu broker (Kafka). Each exporter gets `n` calls
-   through a real `Collector` (default config but a buffer that holds them all and the default batch
-   of 512); the figure is calls exported per second of wall time, from the first `record` to the
-   flush that returns with all of them exported, and the process CPU µs per call. Beside each, the
-   same figure for its reference in the same run:
+   `bench._stream_sink` (Logstash, syslog), a tansu broker (Kafka, `tests/kafka_broker.py`). Each
+   exporter gets `n` calls through a real `Collector` (default config but a buffer that holds them
+   all and the default batch of 512); the figure is calls exported per second of wall time, from the
+   first `record` to the flush that returns with all of them exported, and the process CPU µs per
+   call. Beside each, the same figure for its reference in the same run:
    - the **no-op pipeline** (an exporter that only counts): the SDK's own ceiling;
    - for the wire formats, the same bytes sent **without the SDK** (pre-encoded JSON bodies POSTed
      with `http.client`, JSON lines written with `sendall`, the call JSON produced with a bare
@@ -43,17 +43,20 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+from tests.kafka_broker import TansuBroker
 
 from bench._sdk_servers import Server, sink_counts
 from bench._stream_sink import StreamSink
 from llmpulse.events import LLMCall
 from llmpulse.exporters import (
     HeliconeExporter,
+    KafkaExporter,
     LangfuseExporter,
     LogstashExporter,
     OTLPExporter,
     PrometheusExporter,
     PulseExporter,
+    SyslogExporter,
     WebhookExporter,
 )
 from llmpulse.sdk import Collector, TelemetryConfig
@@ -272,6 +275,32 @@ def reference_syslog_handler(port: int, n: int) -> dict[str, Any]:
         handler.close()
 
 
+def reference_kafka(bootstrap: str, topic: str, n: int) -> dict[str, Any]:
+    """The same call JSON produced with a bare `confluent_kafka.Producer` (acks=all, idempotent)."""
+    from confluent_kafka import Producer
+
+    batches = _encoded_batches(n)
+    encoder = msgspec.json.Encoder()
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True})
+    producer.produce(topic, b"warm-up")
+    producer.flush(30)
+    delivered = 0
+
+    def on_delivery(err: Any, _msg: Any) -> None:
+        nonlocal delivered
+        delivered += err is None
+
+    def send() -> None:
+        for batch in batches:
+            for item in batch:
+                producer.produce(topic, encoder.encode(item), key=item["user_id"], on_delivery=on_delivery)
+            producer.flush(60)
+
+    result = _rate(n, send)
+    result["exported"] = delivered
+    return result
+
+
 def reference_prometheus(n: int) -> dict[str, Any]:
     """prometheus-client updated directly with what `PrometheusExporter` records per call."""
     from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -342,10 +371,18 @@ def run(n_events: int | None = None) -> dict[str, Any]:
     figures: dict[str, dict[str, Any]] = {}
     references: dict[str, dict[str, Any]] = {}
     try:
-        with Server("sink") as http_sink, StreamSink(cpu=receiver) as stream, tempfile.TemporaryDirectory():
+        with (
+            Server("sink") as http_sink,
+            StreamSink(cpu=receiver) as stream,
+            TansuBroker() as broker,
+            tempfile.TemporaryDirectory(),
+        ):
             url = http_sink.url
-            if hasattr(os, "sched_setaffinity") and http_sink._proc is not None:
-                os.sched_setaffinity(http_sink._proc.pid, {receiver})
+            if hasattr(os, "sched_setaffinity"):
+                for child in (http_sink._proc, broker._proc):
+                    if child is not None:
+                        os.sched_setaffinity(child.pid, {receiver})
+            broker.create_topic("llm-costs", partitions=6)
             exporters: dict[str, tuple[Callable[[], Any], int]] = {
                 "noop": (_Noop, n),
                 "webhook": (lambda: WebhookExporter(f"{url}/hook"), n),
@@ -359,6 +396,12 @@ def run(n_events: int | None = None) -> dict[str, Any]:
                 "langfuse": (lambda: LangfuseExporter("pk-lf-bench", "sk-lf-bench", host=url), n),
                 "helicone": (lambda: HeliconeExporter("sk-helicone-bench", base_url=url), max(1, n // 10)),
                 "logstash": (lambda: LogstashExporter("127.0.0.1", stream.tcp_port), n),
+                "syslog udp": (lambda: SyslogExporter("127.0.0.1", stream.udp_port, name="syslog-udp"), n),
+                "syslog tcp": (
+                    lambda: SyslogExporter("127.0.0.1", stream.tcp_port, protocol="tcp", name="syslog-tcp"),
+                    n,
+                ),
+                "kafka": (lambda: KafkaExporter(broker.bootstrap), n),
                 "prometheus": (PrometheusExporter, n),
             }
             with _pinned(sender):
@@ -369,6 +412,7 @@ def run(n_events: int | None = None) -> dict[str, Any]:
                 references["OpenTelemetry SDK OTLP/HTTP"] = reference_otel(url, n)
                 references["stdlib SysLogHandler TCP"] = reference_syslog_handler(stream.tcp_port, n)
                 references["prometheus-client direct"] = reference_prometheus(n)
+                references["confluent-kafka Producer"] = reference_kafka(broker.bootstrap, "llm-costs", n)
 
                 def make_all() -> list[Any]:
                     return [
@@ -401,6 +445,10 @@ def run(n_events: int | None = None) -> dict[str, Any]:
         / references["OpenTelemetry SDK OTLP/HTTP"]["events_per_s"],
         "prometheus_x_client_direct": figures["prometheus"]["events_per_s"]
         / references["prometheus-client direct"]["events_per_s"],
+        "syslog_tcp_x_stdlib_handler": figures["syslog tcp"]["events_per_s"]
+        / references["stdlib SysLogHandler TCP"]["events_per_s"],
+        "kafka_x_bare_producer": figures["kafka"]["events_per_s"]
+        / references["confluent-kafka Producer"]["events_per_s"],
         "app_cpu_all_x_none": app["all"]["caller_cpu_us"] / app["none"]["caller_cpu_us"],
         "app_wall_all_x_none": app["all"]["caller_wall_us"] / app["none"]["caller_wall_us"],
     }

@@ -25,6 +25,7 @@ import pytest
 
 from llmpulse.exporters import (
     HeliconeExporter,
+    KafkaExporter,
     LangfuseExporter,
     LogstashExporter,
     OTLPExporter,
@@ -63,6 +64,7 @@ FACTORIES: dict[str, ExporterFactory] = {
     "langfuse": lambda port: LangfuseExporter(
         "pk-lf-test", "sk-lf-test", host=f"http://127.0.0.1:{port}", timeout_s=EXPORT_TIMEOUT_S
     ),
+    "kafka": lambda port: KafkaExporter(f"127.0.0.1:{port}", timeout_s=EXPORT_TIMEOUT_S),
     "logstash": lambda port: LogstashExporter("127.0.0.1", port, timeout_s=EXPORT_TIMEOUT_S),
     "syslog-tcp": lambda port: SyslogExporter(
         "127.0.0.1", port, protocol="tcp", timeout_s=EXPORT_TIMEOUT_S, name="syslog-tcp"

@@ -6,6 +6,7 @@ import pytest
 
 from llmpulse.exporters import (
     HeliconeExporter,
+    KafkaExporter,
     LangfuseExporter,
     LogstashExporter,
     OTLPExporter,
@@ -30,6 +31,7 @@ def test_each_variable_set_builds_its_exporter() -> None:
             "HELICONE_API_KEY": "sk-helicone-test",
             "LOGSTASH_HOST": "127.0.0.1",
             "LOGSTASH_PORT": "5044",
+            "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9092",
             "LANGFUSE_PUBLIC_KEY": "pk-lf-test",
             "LANGFUSE_SECRET_KEY": "sk-lf-test",
             "SYSLOG_HOST": "127.0.0.1",
@@ -41,6 +43,7 @@ def test_each_variable_set_builds_its_exporter() -> None:
         OTLPExporter,
         HeliconeExporter,
         LogstashExporter,
+        KafkaExporter,
         LangfuseExporter,
         SyslogExporter,
     ]

@@ -13,6 +13,7 @@ say whether a failure is retryable. They never run on the application's thread.
   or OTLP/gRPC).
 - `HeliconeExporter`: Helicone's async logging API; `helicone_headers` for its proxy mode.
 - `LangfuseExporter`: traces, generations and spans through Langfuse's batch ingestion API.
+- `KafkaExporter`: one message per item on a Kafka topic (confluent-kafka, the ``llmpulse[kafka]`` extra).
 - `LogstashExporter`: JSON lines over TCP or TLS, for Logstash's `json_lines` codec.
 - `PrometheusExporter`: counters and histograms for a Prometheus scrape.
 - `SyslogExporter`: RFC 5424 syslog messages over UDP, TCP or TLS (rsyslog, syslog-ng, SIEMs).
@@ -28,6 +29,7 @@ from llmpulse.exporters._console import ConsoleExporter
 from llmpulse.exporters._env import from_env
 from llmpulse.exporters._file import FileExporter
 from llmpulse.exporters._helicone import HeliconeExporter, helicone_headers
+from llmpulse.exporters._kafka import KafkaExporter
 from llmpulse.exporters._langfuse import LangfuseExporter
 from llmpulse.exporters._logstash import LogstashExporter
 from llmpulse.exporters._otlp import OTLPExporter
@@ -44,6 +46,7 @@ __all__ = [
     "Exporter",
     "FileExporter",
     "HeliconeExporter",
+    "KafkaExporter",
     "LangfuseExporter",
     "LogstashExporter",
     "OTLPExporter",

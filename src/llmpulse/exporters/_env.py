@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from llmpulse.exporters._helicone import HeliconeExporter
+from llmpulse.exporters._kafka import KafkaExporter
 from llmpulse.exporters._langfuse import LangfuseExporter
 from llmpulse.exporters._logstash import LogstashExporter
 from llmpulse.exporters._otlp import OTLPExporter
@@ -26,7 +27,8 @@ def from_env(environ: Mapping[str, str] | None = None) -> list[Any]:
     `WEBHOOK_AUTH_TOKEN`) → `WebhookExporter`; `OTEL_EXPORTER_OTLP_ENDPOINT` or
     `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (+ the other `OTEL_*` variables) → `OTLPExporter`;
     `HELICONE_API_KEY` (+ `HELICONE_BASE_URL`) → `HeliconeExporter`; `LOGSTASH_HOST` and
-    `LOGSTASH_PORT` → `LogstashExporter`; `LANGFUSE_PUBLIC_KEY` and `LANGFUSE_SECRET_KEY` (+
+    `LOGSTASH_PORT` → `LogstashExporter`; `KAFKA_BOOTSTRAP_SERVERS` (+ the other `KAFKA_*` variables)
+    → `KafkaExporter`; `LANGFUSE_PUBLIC_KEY` and `LANGFUSE_SECRET_KEY` (+
     `LANGFUSE_HOST`) → `LangfuseExporter`; `SYSLOG_HOST` (+ `SYSLOG_PORT`, `SYSLOG_PROTOCOL`,
     `SYSLOG_FACILITY`, `SYSLOG_APP_NAME`, `SYSLOG_FORMAT`) → `SyslogExporter`. An empty list when
     none is set.
@@ -43,6 +45,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> list[Any]:
         OTLPExporter.from_env,
         HeliconeExporter.from_env,
         LogstashExporter.from_env,
+        KafkaExporter.from_env,
         LangfuseExporter.from_env,
         SyslogExporter.from_env,
     )

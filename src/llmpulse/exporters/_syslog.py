@@ -47,6 +47,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import socket
 import ssl
 from collections.abc import Mapping, Sequence
@@ -228,12 +229,27 @@ def _value_text(value: object) -> str:
     return str(value)
 
 
+_NEEDS_ESCAPE: Final = re.compile(r'[\\"\]]')
+
+
 def _escape(text: str) -> str:
+    if _NEEDS_ESCAPE.search(text) is None:
+        return text
     return text.replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
 
 
+#: SD-NAME validity by name: items repeat the same few dozen keys (bounded; cleared when full).
+_sd_name_ok: dict[str, bool] = {}
+
+
 def _valid_sd_name(name: str) -> bool:
-    return 0 < len(name) <= 32 and _printusascii(name) and not _NOT_IN_SD_NAME.intersection(name)
+    ok = _sd_name_ok.get(name)
+    if ok is None:
+        ok = 0 < len(name) <= 32 and _printusascii(name) and not _NOT_IN_SD_NAME.intersection(name)
+        if len(_sd_name_ok) >= 4096:
+            _sd_name_ok.clear()
+        _sd_name_ok[name] = ok
+    return ok
 
 
 def _sd_params(item: Mapping[str, Any]) -> tuple[list[bytes], int]:
@@ -257,8 +273,18 @@ def _sd_params(item: Mapping[str, Any]) -> tuple[list[bytes], int]:
         else:  # lists (and anything a JSON form cannot hold) have no SD form
             skipped += 1
 
+    append = params.append
     for key, value in item.items():
-        add(str(key), value)
+        kind = type(value)
+        if kind is str or kind is int:  # the common case, inlined (this runs for every field)
+            name = str(key)
+            if _valid_sd_name(name):
+                text = value if kind is str else str(value)
+                append(f' {name}="{_escape(text)}"'.encode("utf-8", "replace"))
+            else:
+                skipped += 1
+        elif value is not None:
+            add(str(key), value)
     return params, skipped
 
 
