@@ -17,7 +17,8 @@ Each item becomes one JSON object on one line (``\\n``-terminated), as Logstash'
 - `extra_fields`: merged into every line; they win over an item field of the same name.
 - the item's own fields (LLM calls as the call event JSON: token-copilot fields plus llmpulse's).
 
-Delivery: one persistent connection, opened lazily on the first batch, and each batch written with
+Delivery (`_socket.StreamConnection`, shared with the syslog exporter): one persistent connection,
+opened lazily on the first batch, and each batch written with
 one `sendall`. Any socket error closes the connection and raises `RetryableError`, so the pipeline's
 retry helper (the only one: backoff and jitter live there) retries the whole batch on a new
 connection. Before writing, a connection that the receiver closed while idle (a Logstash restart) is
@@ -35,10 +36,7 @@ into the application); `ValueError` naming the argument for a bad configuration.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import select
-import socket
 import ssl
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -47,7 +45,8 @@ from typing import Any, Final
 import msgspec
 
 from llmpulse.exporters._http import check_timeout
-from llmpulse.sdk._exporter import EncodedBatch, RetryableError
+from llmpulse.exporters._socket import StreamConnection
+from llmpulse.sdk._exporter import EncodedBatch
 
 __all__ = ["ENV_HOST", "ENV_PORT", "LogstashExporter"]
 
@@ -121,8 +120,15 @@ class LogstashExporter:
         self.tls: Final = bool(tls) or ssl_context is not None
         self.timeout_s: Final = float(timeout_s)
         self.name: str = name or "logstash"
-        self._ssl_context = ssl_context
         self._where = f"{'tls' if self.tls else 'tcp'}://{host}:{port}"
+        self._conn = StreamConnection(
+            host,
+            port,
+            timeout_s=self.timeout_s,
+            label=f"logstash {self._where}",
+            tls=self.tls,
+            ssl_context=ssl_context,
+        )
         # The constant fields, in the order written: @version, tags, @metadata, then extra_fields.
         head: dict[str, Any] = {"@version": "1", "tags": list(self.tags)}
         if index is not None:
@@ -131,8 +137,6 @@ class LogstashExporter:
         self._head: Final = head
         self._head_bytes: Final = _encoder.encode(head)[1:-1]  # without the braces
         self._extra_keys: Final = tuple(_encoder.encode(k) + b":" for k in extra)
-        self._sock: socket.socket | None = None
-        self._pid = os.getpid()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> LogstashExporter | None:
@@ -195,80 +199,20 @@ class LogstashExporter:
     def export(self, items: Sequence[dict[str, Any]]) -> None:
         """Write the batch as JSON lines; blocks on the network. Raises `RetryableError` on socket errors."""
         if items:
-            self._send(self.encode(items))
+            self._conn.sendall(self.encode(items))
 
     def export_encoded(self, batch: EncodedBatch) -> None:
         """`export` for a batch the pipeline encoded once; raises as `export`."""
         if batch.items:
-            self._send(self._encode_batch(batch))
+            self._conn.sendall(self._encode_batch(batch))
 
     def force_flush(self, timeout: float) -> bool:
         """Nothing is buffered here (each batch is written by `export`); True."""
         return True
 
     def shutdown(self, timeout: float) -> None:
-        """Close the connection; does not block."""
-        self._close()
+        """Close the connection (a TLS one says goodbye first); blocks at most `timeout` seconds."""
+        self._conn.close(timeout=timeout)
 
     def __repr__(self) -> str:
         return f"<LogstashExporter {self.name!r} {self._where}>"
-
-    # -- the connection ------------------------------------------------------------------------
-
-    def _close(self) -> None:
-        sock, self._sock = self._sock, None
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.close()
-
-    def _connect(self) -> socket.socket:
-        sock = socket.create_connection((self.host, self.port), timeout=self.timeout_s)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-            if self.tls:
-                context = self._ssl_context or ssl.create_default_context()
-                sock = context.wrap_socket(sock, server_hostname=self.host)
-        except BaseException:
-            sock.close()
-            raise
-        return sock
-
-    def _closed_by_peer(self, sock: socket.socket) -> bool:
-        """True when the receiver closed or reset the idle connection (peeked without blocking)."""
-        try:
-            readable, _, _ = select.select([sock], [], [], 0)
-            if not readable:
-                return False
-            sock.setblocking(False)
-            try:
-                # SSL sockets cannot peek: read one byte there (Logstash never sends any)
-                tls = isinstance(sock, ssl.SSLSocket)
-                data = sock.recv(1) if tls else sock.recv(1, socket.MSG_PEEK)
-            finally:
-                sock.settimeout(self.timeout_s)
-            return data == b""
-        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
-            return False
-        except (OSError, ValueError):
-            return True
-
-    def _socket(self) -> socket.socket:
-        if self._pid != os.getpid():  # forked: the connection belongs to the parent
-            self._close()  # closes only this process's descriptor; the parent's connection lives on
-            self._pid = os.getpid()
-        sock = self._sock
-        if sock is not None:
-            if not self._closed_by_peer(sock):
-                return sock
-            self._close()
-        sock = self._connect()
-        self._sock = sock
-        return sock
-
-    def _send(self, data: bytes) -> None:
-        """Write `data` on the connection (opening it first); `RetryableError` on any socket error."""
-        try:
-            self._socket().sendall(data)
-        except (OSError, ValueError) as exc:
-            self._close()
-            raise RetryableError(f"logstash {self._where}: {type(exc).__name__}: {exc}") from exc

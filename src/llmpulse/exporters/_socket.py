@@ -1,7 +1,7 @@
 """Sockets for exporters that write raw bytes: one persistent TCP/TLS stream, or UDP datagrams.
 
-`StreamConnection` is the connection handling the Logstash exporter introduced, as a reusable
-piece: opened lazily on the first write, kept between batches, checked before each write by a
+`StreamConnection` is the connection handling of the Logstash and syslog exporters:
+opened lazily on the first write, kept between batches, checked before each write by a
 non-blocking peek that detects a receiver which closed the idle connection (a restart) so the write
 goes to a new connection instead of into a dead one, and never shared with a forked child (the child
 opens its own). `DatagramSocket` is a connected UDP socket with the same fork rule; being connected,
