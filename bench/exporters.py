@@ -47,6 +47,7 @@ from tests.kafka_broker import TansuBroker
 
 from bench._sdk_servers import Server, sink_counts
 from bench._stream_sink import StreamSink
+from bench.sdk import _NoopExporter
 from llmpulse.events import LLMCall
 from llmpulse.exporters import (
     HeliconeExporter,
@@ -104,24 +105,6 @@ def _pinned(cpu: int) -> Iterator[None]:
         yield
     finally:
         os.sched_setaffinity(0, before)
-
-
-class _Noop:
-    """An exporter that only counts: the pipeline's ceiling."""
-
-    name = "noop"
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def export(self, items: Any) -> None:
-        self.count += len(items)
-
-    def force_flush(self, timeout: float) -> bool:
-        return True
-
-    def shutdown(self, timeout: float) -> None:
-        return None
 
 
 def measure_exporter(make: Callable[[], Any], n: int) -> dict[str, Any]:
@@ -384,7 +367,7 @@ def run(n_events: int | None = None) -> dict[str, Any]:
                         os.sched_setaffinity(child.pid, {receiver})
             broker.create_topic("llm-costs", partitions=6)
             exporters: dict[str, tuple[Callable[[], Any], int]] = {
-                "noop": (_Noop, n),
+                "noop": (_NoopExporter, n),
                 "webhook": (lambda: WebhookExporter(f"{url}/hook"), n),
                 "webhook ndjson+gzip": (
                     lambda: WebhookExporter(f"{url}/hook", format="ndjson", gzip=True, name="webhook-gz"),

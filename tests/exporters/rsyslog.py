@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import socket
 import subprocess
 import time
@@ -22,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.exporters.certs import make_cert, require
 
 #: rsyslog properties written for each message (output name → property name).
 PROPERTIES = {
@@ -38,38 +39,12 @@ PROPERTIES = {
 }
 
 
-def require(program: str, package: str) -> str:
-    """The path of `program`; fails the test (never skips) naming it and its package when missing."""
-    path = shutil.which(program) or shutil.which(program, path="/usr/sbin:/sbin")
-    if path is None:
-        pytest.fail(
-            f"{program} is not installed: install {package} (make test does it via scripts/test-deps.sh)"
-        )
-    return path
-
-
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
     """A loopback port free for `kind` (TCP or UDP) right now."""
     with socket.socket(socket.AF_INET, kind) as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def make_cert(directory: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 / localhost and its key, made with openssl."""
-    openssl = require("openssl", "openssl")
-    key, cert = directory / "key.pem", directory / "cert.pem"
-    subprocess.run(
-        [
-            openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-            "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
-            "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return key, cert
 
 
 def _listening(proto: str, port: int) -> bool:

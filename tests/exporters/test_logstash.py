@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import socket
 import socketserver
 import ssl
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +20,7 @@ from llmpulse.events import to_dict
 from llmpulse.exporters._logstash import LogstashExporter
 from llmpulse.sdk import Collector, TelemetryConfig
 from llmpulse.sdk._exporter import EncodedBatch, RetryableError
+from tests.exporters.certs import make_cert
 from tests.sdk.test_pipeline import call, wait_until
 
 
@@ -240,19 +239,7 @@ def test_collector_with_the_receiver_down_accounts_for_every_item() -> None:
 
 @pytest.fixture
 def cert(tmp_path: Path) -> tuple[Path, Path]:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
-    key, crt = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-            "-keyout", str(key), "-out", str(crt), "-subj", "/CN=127.0.0.1",
-            "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return key, crt
+    return make_cert(tmp_path)
 
 
 def test_tls_delivers_and_verifies_the_certificate(cert: tuple[Path, Path]) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from llmpulse.exporters._otlp import OTLPExporter
 from llmpulse.exporters._otlp_grpc import STATUS_DETAILS_KEY, parse_grpc_endpoint, retry_delay_s
 from llmpulse.sdk import Collector, TelemetryConfig
 from llmpulse.sdk._exporter import ExportError, ExportResult, RetryableError
+from tests.exporters.certs import make_cert
 from tests.exporters.test_otlp import attrs, check_genai_request, llm_item, sdk_span, spans
 from tests.sdk.test_pipeline import call
 
@@ -386,20 +386,7 @@ def test_collector_drops_a_batch_refused_with_invalid_argument(receiver: Receive
 
 @pytest.fixture(scope="module")
 def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
-    tmp = tmp_path_factory.mktemp("tls")
-    key, crt = tmp / "key.pem", tmp / "cert.pem"
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-            "-keyout", str(key), "-out", str(crt), "-subj", "/CN=127.0.0.1",
-            "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return key, crt
+    return make_cert(tmp_path_factory.mktemp("tls"))
 
 
 def test_https_verifies_against_certificate_file(

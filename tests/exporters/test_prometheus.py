@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import urllib.error
@@ -18,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from llmpulse.events import LLMCall, LogEvent, Metric, Span
 from llmpulse.exporters import PrometheusExporter
 from llmpulse.sdk import Collector, TelemetryConfig
+from tests.exporters.certs import require
 
 OK = {"provider": "openai", "model": "gpt-4o-mini", "route": "chat", "status": "ok"}
 
@@ -277,9 +277,7 @@ def test_importing_the_exporters_does_not_import_prometheus_client() -> None:
 
 
 def promtool() -> str:
-    path = shutil.which("promtool")
-    assert path, "promtool is not installed (Debian: apt-get install prometheus; make test installs it)"
-    return path
+    return require("promtool", "prometheus")
 
 
 def test_promtool_accepts_the_exposition_and_rejects_a_broken_one(served: PrometheusExporter) -> None:
