@@ -24,7 +24,8 @@ def test_health_without_processor_reports_the_log_and_counters(client: TestClien
 
 def test_stats_has_the_counters(client: TestClient) -> None:
     data = client.get("/v1/stats").json()
-    assert set(data) == {"counters", "log"}
+    assert set(data) == {"counters", "log", "otlp"}
+    assert data["otlp"]["spans_received"] == 0
 
 
 class _DeadRunner:

@@ -33,6 +33,8 @@ from llmpulse.server._errors import ApiError, error_response, install_error_hand
 from llmpulse.server._health import router as health_router
 from llmpulse.server._ingest import post_events, post_request, post_response
 from llmpulse.server._ingest import router as ingest_router
+from llmpulse.server._otlp import post_traces
+from llmpulse.server._otlp import router as otlp_router
 from llmpulse.server._query import router as query_router
 from llmpulse.server._settings import ServerSettings
 from llmpulse.server._state import ServerState
@@ -54,6 +56,7 @@ _FAST_ROUTES: Final[dict[str, Callable[[Request], Awaitable[Response]]]] = {
     "/v1/events": post_events,
     "/v1/llm/request": post_request,
     "/v1/llm/response": post_response,
+    "/v1/traces": post_traces,
 }
 
 
@@ -182,6 +185,7 @@ def create_app(
     app.state.llmpulse = ServerState(settings=settings, log=log, store=store)
     install_error_handlers(app)
     app.include_router(ingest_router)
+    app.include_router(otlp_router)
     app.include_router(query_router)
     app.include_router(health_router)
     return app

@@ -4,7 +4,8 @@ The limit (`Limits.max_body_bytes`) holds while the body streams in, for chunked
 ``Content-Length`` over the limit is refused before anything is read, and a body that grows past it
 is refused as soon as it does (413). A gzip body is decompressed incrementally with a bounded output,
 so a zip bomb costs at most the limit in memory and CPU before it is refused (413); a corrupt gzip
-stream is a 400. Only JSON and NDJSON bodies are accepted (415 otherwise), in UTF-8.
+stream is a 400. `read_body` accepts only JSON and NDJSON bodies (415 otherwise), in UTF-8;
+`read_bytes` applies the same limits to a body of any type (the OTLP receiver's protobuf).
 """
 
 from __future__ import annotations
@@ -110,6 +111,23 @@ async def read_body(request: Request, max_bytes: int, *, allow_ndjson: bool) -> 
     400 (corrupt gzip, bad Content-Length, empty body, invalid UTF-8, client gone).
     """
     ndjson = media_type(request, allow_ndjson=allow_ndjson)
+    data = await read_bytes(request, max_bytes)
+    if not data or data.isspace():
+        raise ApiError(400, "request body is empty")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, f"request body is not valid UTF-8 (byte {exc.start})") from None
+    return Body(data, ndjson)
+
+
+async def read_bytes(request: Request, max_bytes: int) -> bytes:
+    """The whole body of `request` under `max_bytes`, gzip decompressed; its type is not checked.
+
+    For bodies that are not JSON (OTLP protobuf): the caller checks the Content-Type. May be empty.
+    Awaits the client. Raises `ApiError`: 413 (too large, also after decompression), 415
+    (Content-Encoding), 400 (corrupt gzip, bad Content-Length, client gone).
+    """
     gzipped = _gzipped(request)
     declared = request.headers.get("content-length")
     if declared is not None:
@@ -135,11 +153,4 @@ async def read_body(request: Request, max_bytes: int, *, allow_ndjson: bool) -> 
                 parts.append(chunk)
     except ClientDisconnect:
         raise ApiError(400, "the client disconnected before sending the whole body") from None
-    data = gunzip.finish() if gunzip is not None else b"".join(parts)
-    if not data or data.isspace():
-        raise ApiError(400, "request body is empty")
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ApiError(400, f"request body is not valid UTF-8 (byte {exc.start})") from None
-    return Body(data, ndjson)
+    return gunzip.finish() if gunzip is not None else b"".join(parts)

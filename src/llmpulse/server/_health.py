@@ -96,11 +96,11 @@ async def health(request: Request) -> Response:
 
 @router.get("/v1/stats", summary="Server-wide counters (orphan responses, duplicates, unknown costs, ...)")
 async def stats(request: Request) -> Response:
-    """The store's server-wide counters and the log's figures."""
+    """The store's server-wide counters, the log's figures and the OTLP receiver's counters."""
     state = server_state(request)
 
     def gather() -> dict[str, Any]:
         """Read the counters and the log's figures (blocks)."""
-        return {"counters": _counters(state), "log": _log_info(state)}
+        return {"counters": _counters(state), "log": _log_info(state), "otlp": state.otlp.snapshot()}
 
     return json_response(await to_thread.run_sync(gather))

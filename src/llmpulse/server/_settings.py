@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
-from llmpulse.events import Limits
+from llmpulse.events import DEFAULT_ROUTE, DEFAULT_TENANT, Limits
+from llmpulse.events._limits import MAX_NAME_LEN
 
 ENV_HTTP_PORT: Final = "HTTP_PORT"
 ENV_HOST: Final = "LLMPULSE_HOST"
@@ -24,6 +25,8 @@ ENV_MAX_BODY_BYTES: Final = "LLMPULSE_MAX_BODY_BYTES"
 ENV_MAX_BATCH_ITEMS: Final = "LLMPULSE_MAX_BATCH_ITEMS"
 ENV_SYNC: Final = "LLMPULSE_LOG_SYNC"
 ENV_MAX_LAG_EVENTS: Final = "LLMPULSE_MAX_LAG_EVENTS"
+ENV_OTLP_DEFAULT_TENANT: Final = "LLMPULSE_OTLP_DEFAULT_TENANT"
+ENV_OTLP_DEFAULT_ROUTE: Final = "LLMPULSE_OTLP_DEFAULT_ROUTE"
 
 DEFAULT_DB_URL: Final = "sqlite:///llmpulse.db"
 
@@ -58,6 +61,9 @@ class ServerSettings:
             is more than this many events behind (0: never), so what is acknowledged becomes
             queryable within about a second even when clients send faster than it can aggregate.
         admission_wait_s: the longest a batch is held back before the answer is 503 + Retry-After.
+        otlp_default_tenant, otlp_default_route: the tenant and route of an OTLP span (``POST
+            /v1/traces``) whose span and resource attributes name none (``llmpulse.tenant_id``,
+            ``llmpulse.route``).
     """
 
     host: str = "127.0.0.1"
@@ -74,6 +80,8 @@ class ServerSettings:
     run_processor: bool = True
     max_processor_lag_events: int = 20_000
     admission_wait_s: float = 2.0
+    otlp_default_tenant: str = DEFAULT_TENANT
+    otlp_default_route: str = DEFAULT_ROUTE
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -94,6 +102,10 @@ class ServerSettings:
             raise ValueError(f"admission_wait_s must be >= 0, got {self.admission_wait_s!r}")
         if self.checkpoint_interval_s <= 0:
             raise ValueError(f"checkpoint_interval_s must be positive, got {self.checkpoint_interval_s!r}")
+        for name in ("otlp_default_tenant", "otlp_default_route"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not 1 <= len(value) <= MAX_NAME_LEN:
+                raise ValueError(f"{name} must be a string of 1 to {MAX_NAME_LEN} characters, got {value!r}")
 
     @property
     def resolved_log_url(self) -> str:
@@ -121,6 +133,10 @@ class ServerSettings:
             values["max_processor_lag_events"] = _int(env, ENV_MAX_LAG_EVENTS)
         if ENV_SYNC in env:
             values["log_sync"] = env[ENV_SYNC].upper()
+        if env.get(ENV_OTLP_DEFAULT_TENANT):
+            values["otlp_default_tenant"] = env[ENV_OTLP_DEFAULT_TENANT]
+        if env.get(ENV_OTLP_DEFAULT_ROUTE):
+            values["otlp_default_route"] = env[ENV_OTLP_DEFAULT_ROUTE]
         limits: dict[str, Any] = {}
         if ENV_MAX_EVENT_AGE_S in env:
             limits["max_past_s"] = _float(env, ENV_MAX_EVENT_AGE_S)

@@ -17,11 +17,40 @@ if TYPE_CHECKING:
 
 
 @dataclass(slots=True)
+class OTLPCounters:
+    """What the OTLP receiver (``POST /v1/traces``) acknowledged since this process started.
+
+    Counted once an export is answered 200 (an export refused with a 4xx or 503 counts nothing, as
+    the client sends it again): `exports` requests, `spans_received` spans in them, of which `calls`
+    became `LLMCall` events, `spans_ignored` were not model calls (tools, agents, HTTP, ...) and
+    `spans_rejected` failed validation (reported in ``partial_success``). A re-sent export is counted
+    again here; the processor drops the duplicate calls. Written on the event loop only; reading
+    from another thread (a metrics scrape) is safe. Not persisted.
+    """
+
+    exports: int = 0
+    spans_received: int = 0
+    calls: int = 0
+    spans_ignored: int = 0
+    spans_rejected: int = 0
+
+    def snapshot(self) -> dict[str, int]:
+        """The counters as a dict (for ``/v1/stats`` and metrics). Does not block."""
+        return {
+            "exports": self.exports,
+            "spans_received": self.spans_received,
+            "calls": self.calls,
+            "spans_ignored": self.spans_ignored,
+            "spans_rejected": self.spans_rejected,
+        }
+
+
+@dataclass(slots=True)
 class ServerState:
     """The running server's dependencies, kept in ``app.state.llmpulse``.
 
     `log` and `store` are set before requests are served (at startup, or by the caller); `runner` is
-    None unless the processor runs in this process.
+    None unless the processor runs in this process. `otlp` counts what the OTLP receiver saw.
     """
 
     settings: ServerSettings
@@ -30,6 +59,7 @@ class ServerState:
     runner: ProcessorRunner | None = None
     started_at: float = field(default_factory=time.time)
     demo_url: str | None = None
+    otlp: OTLPCounters = field(default_factory=OTLPCounters)
 
     def require_log(self) -> EventLog:
         """The event log, or an `ApiError` 503 while the server is not ready."""
