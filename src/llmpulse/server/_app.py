@@ -29,6 +29,8 @@ from starlette.types import Receive, Scope, Send
 from llmpulse._version import __version__
 from llmpulse.events import Event, LLMCall, LLMRequest, LLMResponse
 from llmpulse.pipeline import EventLog, ProcessorConfig, ProcessorRunner, SQLiteEventLog
+from llmpulse.server._dashboard import install_dashboard
+from llmpulse.server._dashboard_api import router as dashboard_api_router
 from llmpulse.server._errors import ApiError, error_response, install_error_handlers
 from llmpulse.server._health import router as health_router
 from llmpulse.server._ingest import post_events, post_request, post_response
@@ -188,4 +190,6 @@ def create_app(
     app.include_router(otlp_router)
     app.include_router(query_router)
     app.include_router(health_router)
+    app.include_router(dashboard_api_router)
+    install_dashboard(app)
     return app

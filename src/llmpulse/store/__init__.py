@@ -3,7 +3,8 @@
 `Store.open(url)` connects to SQLite (``sqlite:///path``, the embedded default) or Postgres
 (``postgresql://…``, the libpq URL form of ``POSTGRES_DSN``), migrates the schema, then commits
 processor `Checkpoint`s in one transaction each and answers window queries; `metrics_row` and
-`summary_row` shape query results as API rows. All `Store` methods block.
+`summary_row` shape query results as API rows; `rollup` and `dimensions` answer the dashboard's reads
+over a `Scope` (one tenant or all). All `Store` methods block.
 
 Errors: `StoreError` is the base of this package's errors; `StoreUnavailable` (the database is
 unreachable or busy: retry), `StoreIntegrityError` (the database rejected the data) and
@@ -32,17 +33,21 @@ from llmpulse.store._model import (
     WindowKey,
 )
 from llmpulse.store._query import GroupBy, StoredWindow, SummaryRow, metrics_row, rfc3339, summary_row
+from llmpulse.store._rollup import Dimensions, Rollup, Scope, dimensions, figures, rollup
 from llmpulse.store._store import Store
 
 __all__ = [
     "WINDOW_SECONDS",
     "Checkpoint",
+    "Dimensions",
     "GroupBy",
     "Histogram",
     "MigrationError",
     "PendingEntry",
     "PendingKind",
     "ProcessorState",
+    "Rollup",
+    "Scope",
     "Store",
     "StoreError",
     "StoreIntegrityError",
@@ -53,10 +58,13 @@ __all__ = [
     "WindowKey",
     "bucket_of",
     "create_engine_for",
+    "dimensions",
+    "figures",
     "merged",
     "metrics_row",
     "quantile",
     "rfc3339",
+    "rollup",
     "summary_row",
     "value_of",
 ]
