@@ -15,5 +15,12 @@ class LogBackpressure(PipelineError):
         self.retry_after_s = retry_after_s
 
 
+class LogUnavailable(LogBackpressure):
+    """The event log's backend (the Kafka broker) is unreachable or did not acknowledge in time.
+
+    A `LogBackpressure`, so ingest answers 503 with `Retry-After` and clients send again.
+    """
+
+
 class LogClosed(PipelineError):
     """The event log has been closed (the server is shutting down)."""
