@@ -21,7 +21,7 @@ from llmpulse.server import ServerSettings, create_app
 from llmpulse.server._dashboard_api import MAX_MINUTES, SERIES_FIELDS
 from llmpulse.server._recent import CallFilter, recent_calls
 from llmpulse.testing import encode_batch_json, generate_events
-from tests.server.conftest import MakeClient, call_body, iso, request_body, response_body
+from tests.server.conftest import MakeClient, RaisingLog, call_body, iso, request_body, response_body
 
 NOW = datetime.now(UTC)
 #: The traffic spans the 45 minutes that end 5 minutes ago, so "the last hour" holds all of it.
@@ -311,6 +311,14 @@ def test_recent_calls_show_status_pending_timeout_and_cost(make_client: MakeClie
     assert [row["request_id"] for row in routed["calls"]] == ["ok-1"]
     recent = client.get("/v1/calls/recent", params={"minutes": 5}).json()
     assert "late-1" not in {row["request_id"] for row in recent["calls"]}
+
+
+def test_recent_calls_need_the_embedded_log(make_client: MakeClient) -> None:
+    client = make_client(log=RaisingLog(RuntimeError("not used")))
+    answer = client.get("/v1/calls/recent")
+    assert answer.status_code == 501
+    assert "SQLite event log" in answer.json()["error"]
+    assert client.get("/v1/metrics/timeseries").status_code == 200  # the rest works
 
 
 def test_recent_calls_read_at_most_max_scan_events(tmp_path: Path) -> None:

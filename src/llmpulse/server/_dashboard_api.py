@@ -25,7 +25,7 @@ from fastapi import APIRouter, Query
 from starlette.requests import Request
 from starlette.responses import Response
 
-from llmpulse.pipeline import PipelineError
+from llmpulse.pipeline import PipelineError, SQLiteEventLog
 from llmpulse.pricing import Pricer
 from llmpulse.server._errors import JSON, ApiError, json_response
 from llmpulse.server._query import parse_time
@@ -74,6 +74,10 @@ _ERROR_DOC: Final[dict[int | str, dict[str, Any]]] = {
     },
     422: {"description": "A parameter is malformed (not a number, a timestamp without an offset)"},
     503: {"description": "The store (or the event log) is unavailable"},
+}
+_RECENT_DOC: Final[dict[int | str, dict[str, Any]]] = {
+    **_ERROR_DOC,
+    501: {"description": "The event log is not the embedded SQLite log (Kafka): no recent calls"},
 }
 
 TenantParam = Annotated[
@@ -280,7 +284,7 @@ async def get_dimensions(
 @router.get(
     "/v1/calls/recent",
     summary="The most recent calls of a scope with their status (from the event log's tail)",
-    responses=_ERROR_DOC,
+    responses=_RECENT_DOC,
 )
 async def get_recent_calls(
     request: Request,
@@ -304,12 +308,19 @@ async def get_recent_calls(
     Read from the newest 20 000 events of the event log (not the store, which keeps windows): a
     request is shown with its response's status, or ``pending``/``timeout`` without one. Each call:
     ``request_id, tenant_id, route, model, timestamp, status, latency_ms, ttft_ms, input_tokens,
-    output_tokens, cost_usd, error``.
+    output_tokens, cost_usd, error``. 501 when the event log is not the embedded SQLite one (a
+    Kafka log's single reader belongs to the processor).
     """
     n = _bounded("limit", limit, DEFAULT_RECENT_LIMIT, 1, MAX_RECENT_LIMIT)
     scope = _scope(request, tenant_id, route, model, from_, to, minutes)
     state = server_state(request)
     log = state.require_log()
+    if not isinstance(log, SQLiteEventLog):
+        raise ApiError(
+            501,
+            "recent calls are read from the embedded SQLite event log; this server's event log "
+            f"({type(log).__name__}) does not serve them",
+        )
     pricer = _pricer(request)
     flt = CallFilter(scope.tenant_id, scope.route, scope.model, scope.start, scope.end)
     timeout_s = state.settings.orphan_timeout_s

@@ -28,6 +28,13 @@
 
   class AuthError extends Error {}
 
+  class HttpError extends Error {
+    constructor(status, message) {
+      super(message);
+      this.status = status;
+    }
+  }
+
   // ---------------------------------------------------------------- formatting
 
   const countFormat = new Intl.NumberFormat();
@@ -49,7 +56,7 @@
 
   // axis labels: as short as the tick values allow ("2.5 s", "$0.05")
   const trim = (v, digits) => String(Number(v.toPrecision(digits)));
-  const axisMs = (v) => (!isNum(v) ? "" : v >= 1000 ? `${trim(v / 1000, 3)} s` : `${trim(v, 3)} ms`);
+  const axisMs = (v) => (!isNum(v) ? "" : v === 0 ? "0" : v >= 1000 ? `${trim(v / 1000, 3)} s` : `${trim(v, 3)} ms`);
   const axisUsd = (v) => (!isNum(v) ? "" : `$${trim(v, 3)}`);
 
   function fmtUsd(v) {
@@ -128,7 +135,7 @@
     }
     if (!response.ok) {
       const message = body && typeof body.error === "string" ? body.error : `HTTP ${response.status}`;
-      throw new Error(message);
+      throw new HttpError(response.status, message);
     }
     return body;
   }
@@ -146,7 +153,11 @@
         api("/v1/metrics/timeseries", scope),
         api("/v1/metrics/breakdown", scopeParams({ by: "model", sort: state.top, limit: 10 })),
         api("/v1/metrics/breakdown", scopeParams({ by: "route", sort: state.top, limit: 10 })),
-        api("/v1/calls/recent", scopeParams({ limit: 25 })),
+        // recent calls may be unavailable (a Kafka event log): the rest of the page still shows
+        api("/v1/calls/recent", scopeParams({ limit: 25 })).catch((error) => {
+          if (error instanceof AuthError || (error instanceof HttpError && error.status === 403)) throw error;
+          return { calls: [], unavailable: error instanceof Error ? error.message : String(error) };
+        }),
       ]);
       if (gen !== generation) return;
       showDashboard();
@@ -156,7 +167,7 @@
       renderCharts(series.series);
       renderBreakdown("#by-model", "model", byModel.rows);
       renderBreakdown("#by-route", "route", byRoute.rows);
-      renderRecent(recent.calls);
+      renderRecent(recent.calls, recent.unavailable);
       $("#load-error").hidden = true;
       setLive(true, `Live · updated ${timeFormat.format(new Date())}`);
     } catch (error) {
@@ -164,6 +175,13 @@
       if (error instanceof AuthError) {
         showPrompt(error.message);
         return; // no polling until a key is given
+      }
+      if (error instanceof HttpError && error.status === 403 && state.tenant) {
+        // this API key belongs to another tenant: show the key's own
+        state.tenant = "";
+        writeUrl();
+        refresh();
+        return;
       }
       const message = error instanceof Error ? error.message : String(error);
       $("#load-error").textContent = `Could not load the metrics: ${message}. Retrying…`;
@@ -243,8 +261,8 @@
     return td;
   }
 
-  function fillSelect(select, names, allLabel, selected) {
-    const options = [""].concat(names);
+  function fillSelect(select, names, allLabel, selected, withAll = true) {
+    const options = (withAll ? [""] : []).concat(names);
     if (selected && !options.includes(selected)) options.push(selected);
     select.replaceChildren(
       ...options.map((name) => {
@@ -258,19 +276,25 @@
   }
 
   function renderFilters(dims) {
-    const lists = JSON.stringify([dims.tenants, dims.routes, dims.models, state.tenant, state.route, state.model]);
+    const lists = JSON.stringify([dims.tenant_id, dims.tenants, dims.routes, dims.models, state.tenant, state.route, state.model]);
     if (lists === filterLists) return; // unchanged: leave the controls alone
     filterLists = lists;
-    fillSelect($("#f-tenant"), dims.tenants, "All tenants", state.tenant);
+    // with an API key the server reads the key's tenant only: offer just that one
+    const keyTenant = !state.tenant && dims.tenant_id ? dims.tenant_id : "";
+    if (keyTenant) {
+      fillSelect($("#f-tenant"), [keyTenant], "", keyTenant, false);
+    } else {
+      fillSelect($("#f-tenant"), dims.tenants, "All tenants", state.tenant);
+    }
     fillSelect($("#f-route"), dims.routes, "All routes", state.route);
     fillSelect($("#f-model"), dims.models, "All models", state.model);
   }
 
   function renderScope(series) {
     const parts = [
-      state.tenant ? `tenant ${state.tenant}` : "all tenants",
-      state.route ? `route ${state.route}` : "all routes",
-      state.model ? `model ${state.model}` : "all models",
+      series.tenant_id ? `tenant ${series.tenant_id}` : "all tenants",
+      series.route ? `route ${series.route}` : "all routes",
+      series.model ? `model ${series.model}` : "all models",
     ];
     const from = shortTime.format(new Date(series.from));
     const to = shortTime.format(new Date(series.to));
@@ -327,11 +351,12 @@
     );
   }
 
-  function renderRecent(calls) {
+  function renderRecent(calls, unavailable) {
     const body = $("#recent tbody");
     if (!calls.length) {
       const tr = document.createElement("tr");
-      cell(tr, "No calls in this range.", "empty").colSpan = 9;
+      const text = unavailable ? `Recent calls are not available: ${unavailable}` : "No calls in this range.";
+      cell(tr, text, "empty").colSpan = 9;
       body.replaceChildren(tr);
       return;
     }
