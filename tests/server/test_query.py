@@ -17,7 +17,7 @@ def test_missing_tenant_is_400(client: TestClient, path: str, query: str) -> Non
     assert response.json() == {"error": "tenant_id is required"}
 
 
-@pytest.mark.parametrize("limit", ["0", "-3", "10001", "abc", "1.5"])
+@pytest.mark.parametrize("limit", ["0", "-3", "abc", "1.5"])
 def test_bad_limit_is_422_naming_it(client: TestClient, limit: str) -> None:
     response = client.get("/v1/metrics", params={"tenant_id": "t", "limit": limit})
     assert response.status_code == 422

@@ -7,12 +7,23 @@ import sys
 
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
 from llmpulse.store import Store
+from llmpulse.store._engine import _MIGRATIONS_DIR
 from llmpulse.store._tables import metadata
 
 VERSION_TABLE = "llmpulse_store_version"
+
+
+def _head() -> str:
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS_DIR))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    assert head is not None
+    return head
 
 
 def _version_rows(store: Store) -> list[str]:
@@ -25,7 +36,7 @@ def test_open_twice_is_idempotent(store_url: str) -> None:
         versions = _version_rows(first)
     with Store.open(store_url) as second:
         assert _version_rows(second) == versions
-        assert versions == ["0001"]
+        assert versions == [_head()]
         tables = set(sa.inspect(second.engine).get_table_names())
     assert {t.name for t in metadata.sorted_tables} <= tables
 
@@ -56,10 +67,18 @@ def test_concurrent_opens_from_processes_migrate_once(store_url: str) -> None:
             p.stderr.close()
     assert results == [(0, b"")] * 4
     with Store.open(url) as store:
-        assert _version_rows(store) == ["0001"]
+        assert _version_rows(store) == [_head()]
 
 
 def test_importing_the_migration_env_module_does_nothing() -> None:
     import llmpulse.store.migrations.env as env
 
     assert callable(env._run)
+
+
+def test_head_is_a_single_revision_after_the_api_keys_one() -> None:
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS_DIR))
+    script = ScriptDirectory.from_config(config)
+    assert len(script.get_heads()) == 1
+    assert "0002" in {rev.revision for rev in script.walk_revisions()}

@@ -4,6 +4,10 @@ Flags override environment variables (``HTTP_PORT``, ``LLMPULSE_HOST``, ``LLMPUL
 ``POSTGRES_DSN``, ``LLMPULSE_LOG``, ``LLMPULSE_ORPHAN_TIMEOUT_S``, ``LLMPULSE_MAX_EVENT_AGE_S``,
 ``LLMPULSE_LOG_SYNC``, ...), which override the defaults. SIGTERM or Ctrl+C shuts down gracefully:
 in-flight requests finish, the processor commits, and everything acknowledged stays in the log.
+
+Without an API key in the store (``llmpulse keys create``), the server listens only on loopback: any
+other ``--host`` is refused with exit status 2 unless ``--insecure`` (or ``LLMPULSE_INSECURE=1``) is
+given. See docs/security.md.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from typing import Final
 from llmpulse.cli._common import Subcommands, non_negative_float
 from llmpulse.server import ServerSettings
 from llmpulse.server import run as run_server
+from llmpulse.server._auth import exposure_problem, is_loopback
+from llmpulse.store import StoreError
 
 
 def _port(text: str) -> int:
@@ -75,6 +81,12 @@ def add_parser(sub: Subcommands) -> None:
         metavar="FULL|NORMAL",
         help="event log durability: FULL survives power loss, NORMAL a crash (default FULL)",
     )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="listen beyond loopback even though no API key is configured (env LLMPULSE_INSECURE=1)",
+    )
     parser.set_defaults(func=run, parser=parser)
 
 
@@ -102,6 +114,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         demo=args.demo,
         orphan_timeout_s=args.orphan_timeout,
         log_sync=args.log_sync,
+        insecure=args.insecure,
     )
     if args.max_event_age is not None:
         limits = dataclasses.replace(settings.limits, max_past_s=args.max_event_age)
@@ -116,6 +129,20 @@ def run(args: argparse.Namespace) -> int:
         settings = settings_from_args(args)
     except ValueError as exc:
         args.parser.error(str(exc))
+    if not settings.insecure:
+        try:
+            problem = exposure_problem(settings.host, settings.db_url)
+        except (StoreError, ValueError) as exc:
+            problem = f"cannot check the store for API keys before listening on {settings.host}: {exc}"
+        if problem is not None:
+            print(f"llmpulse serve: error: {problem}", file=sys.stderr)
+            return 2
+    elif not is_loopback(settings.host):
+        print(
+            f"llmpulse serve: warning: --insecure: listening on {settings.host or 'every interface'}; "
+            "without API keys anyone who reaches it can read and write every tenant's data",
+            file=sys.stderr,
+        )
     # uvicorn re-raises Ctrl+C once its graceful shutdown is complete, though not always as an
     # exception that reaches this frame: "stopped" is said either way
     with contextlib.suppress(KeyboardInterrupt):

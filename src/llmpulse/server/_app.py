@@ -13,6 +13,8 @@ Dependencies live in ``app.state.llmpulse`` (a `ServerState`), never in module g
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -24,17 +26,20 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from llmpulse._version import __version__
 from llmpulse.events import Event, LLMCall, LLMRequest, LLMResponse
 from llmpulse.pipeline import EventLog, ProcessorConfig, ProcessorRunner, SQLiteEventLog
+from llmpulse.server._auth import Gate, document_security, is_loopback
 from llmpulse.server._dashboard import install_dashboard
 from llmpulse.server._dashboard_api import router as dashboard_api_router
 from llmpulse.server._errors import ApiError, error_response, install_error_handlers
 from llmpulse.server._health import router as health_router
 from llmpulse.server._ingest import post_events, post_request, post_response
 from llmpulse.server._ingest import router as ingest_router
+from llmpulse.server._metrics import ServerMetrics
+from llmpulse.server._metrics import router as metrics_router
 from llmpulse.server._otlp import post_traces
 from llmpulse.server._otlp import router as otlp_router
 from llmpulse.server._query import router as query_router
@@ -71,10 +76,22 @@ class _App(FastAPI):
     py-spy under `make bench`). They stay declared on the router, so /docs and /openapi.json are
     unchanged; `__call__` dispatches POSTs to them directly and maps errors the same way the
     installed exception handlers do.
+
+    Before either path, `__call__` runs the key gate (`llmpulse.server._auth.Gate`: API key, tenant
+    in the scope, rate limit) and counts error answers for ``/metrics``, so both paths are covered.
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve an ASGI call: ingest POSTs directly, everything else through FastAPI."""
+        """Serve an ASGI call: check the key, then ingest POSTs directly, the rest through FastAPI."""
+        if scope["type"] == "http":
+            state: ServerState = self.state.llmpulse
+            if state.metrics is not None:
+                send = _counting(state.metrics, send)
+            if state.gate is not None:
+                refused = await state.gate.check(scope)
+                if refused is not None:
+                    await refused(scope, receive, send)
+                    return
         if scope["type"] == "http" and scope["method"] == "POST":
             handler = _FAST_ROUTES.get(scope["path"])
             if handler is not None:
@@ -98,6 +115,7 @@ class _App(FastAPI):
             ref_template="#/components/schemas/{name}",
         )
         schema.setdefault("components", {}).setdefault("schemas", {}).update(components)
+        document_security(schema)
         self.openapi_schema = schema
         return schema
 
@@ -116,8 +134,25 @@ async def _serve_direct(
     await response(scope, receive, send)
 
 
+def _counting(metrics: ServerMetrics, send: Send) -> Send:
+    """`send`, counting error answers (status >= 400) in `metrics`."""
+
+    async def counting_send(message: Message) -> None:
+        if message["type"] == "http.response.start" and message["status"] >= 400:
+            metrics.refused(message["status"])
+        await send(message)
+
+    return counting_send
+
+
 async def _in_thread(fn: Callable[[], object]) -> None:
     await to_thread.run_sync(fn)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 @asynccontextmanager
@@ -140,6 +175,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             store = await to_thread.run_sync(Store.open, settings.db_url)
             stack.push_async_callback(_in_thread, store.close)
             state.store = store
+        if state.gate is not None:
+            await state.gate.open(state.store)
+            keys_task = asyncio.create_task(state.gate.maintain(), name="llmpulse-api-keys")
+            stack.push_async_callback(_cancel, keys_task)
         if settings.run_processor:
             runner = ProcessorRunner(
                 state.log,
@@ -184,12 +223,21 @@ def create_app(
         description=_DESCRIPTION,
         lifespan=_lifespan,
     )
-    app.state.llmpulse = ServerState(settings=settings, log=log, store=store)
+    state = ServerState(settings=settings, log=log, store=store)
+    state.gate = Gate(
+        settings.request_limits,
+        key_cache_s=settings.key_cache_s,
+        metrics_public=settings.metrics_public,
+        loopback=is_loopback(settings.host),
+    )
+    state.metrics = ServerMetrics(state)
+    app.state.llmpulse = state
     install_error_handlers(app)
     app.include_router(ingest_router)
     app.include_router(otlp_router)
     app.include_router(query_router)
     app.include_router(health_router)
+    app.include_router(metrics_router)
     app.include_router(dashboard_api_router)
     install_dashboard(app)
     return app

@@ -6,10 +6,17 @@ is refused as soon as it does (413). A gzip body is decompressed incrementally w
 so a zip bomb costs at most the limit in memory and CPU before it is refused (413); a corrupt gzip
 stream is a 400. `read_body` accepts only JSON and NDJSON bodies (415 otherwise), in UTF-8;
 `read_bytes` applies the same limits to a body of any type (the OTLP receiver's protobuf).
+
+Two limits of `RequestLimits` (the app's ``settings.request_limits``) hold too: the whole body must
+arrive within `body_read_timeout_s` of the first read (408 otherwise: a slow client cannot hold a
+connection and its buffer open indefinitely), and a JSON body may nest arrays and objects at most
+`max_json_depth` deep (400; checked at C speed before any decoder recurses into it). Refusals that
+leave the body unread (408, 413) close the connection.
 """
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 from dataclasses import dataclass
 from typing import Final
@@ -17,6 +24,7 @@ from typing import Final
 from starlette.requests import ClientDisconnect, Request
 
 from llmpulse.server._errors import ApiError
+from llmpulse.server._limits import RequestLimits, check_json_depth
 
 #: Content types read as one JSON document (an object, or an array for `/v1/events`).
 JSON_TYPES: Final = frozenset({"application/json"})
@@ -26,6 +34,8 @@ NDJSON_TYPES: Final = frozenset(
 )
 _GZIP: Final = frozenset({"gzip", "x-gzip"})
 _IDENTITY: Final = frozenset({"", "identity"})
+#: Headers of a refusal sent before the whole body was read: the connection cannot be reused.
+_CLOSE: Final = {"Connection": "close"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +75,7 @@ def _gzipped(request: Request) -> bool:
 
 
 def _too_large(limit: int, what: str = "request body") -> ApiError:
-    return ApiError(413, f"{what} is larger than the limit of {limit} bytes (max_body_bytes)")
+    return ApiError(413, f"{what} is larger than the limit of {limit} bytes (max_body_bytes)", headers=_CLOSE)
 
 
 class _Gunzip:
@@ -108,26 +118,43 @@ async def read_body(request: Request, max_bytes: int, *, allow_ndjson: bool) -> 
     """Read the whole body of `request` under `max_bytes`, decompressing gzip. Awaits the client.
 
     Raises `ApiError`: 413 (too large, also after decompression), 415 (content type or encoding),
-    400 (corrupt gzip, bad Content-Length, empty body, invalid UTF-8, client gone).
+    400 (corrupt gzip, bad Content-Length, empty body, invalid UTF-8, nested too deep, client gone),
+    408 (the body took longer than `body_read_timeout_s`).
     """
     ndjson = media_type(request, allow_ndjson=allow_ndjson)
-    data = await read_bytes(request, max_bytes)
+    data = await read_bytes(request, max_bytes, json_depth=False)
     if not data or data.isspace():
         raise ApiError(400, "request body is empty")
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ApiError(400, f"request body is not valid UTF-8 (byte {exc.start})") from None
+    check_json_depth(data, _request_limits(request).max_json_depth)
     return Body(data, ndjson)
 
 
-async def read_bytes(request: Request, max_bytes: int) -> bytes:
+def _request_limits(request: Request) -> RequestLimits:
+    """The serving app's `RequestLimits`, or the defaults for a request outside an llmpulse app."""
+    state = getattr(getattr(request.scope.get("app"), "state", None), "llmpulse", None)
+    limits = getattr(getattr(state, "settings", None), "request_limits", None)
+    return limits if isinstance(limits, RequestLimits) else RequestLimits()
+
+
+def _declares_json(request: Request) -> bool:
+    value = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    return value in JSON_TYPES or value in NDJSON_TYPES or value.endswith("+json")
+
+
+async def read_bytes(request: Request, max_bytes: int, *, json_depth: bool = True) -> bytes:
     """The whole body of `request` under `max_bytes`, gzip decompressed; its type is not checked.
 
     For bodies that are not JSON (OTLP protobuf): the caller checks the Content-Type. May be empty.
     Awaits the client. Raises `ApiError`: 413 (too large, also after decompression), 415
-    (Content-Encoding), 400 (corrupt gzip, bad Content-Length, client gone).
+    (Content-Encoding), 400 (corrupt gzip, bad Content-Length, client gone; with `json_depth`, a body
+    whose Content-Type is JSON nested deeper than `max_json_depth`), 408 (the body took longer than
+    `body_read_timeout_s`).
     """
+    limits = _request_limits(request)
     gzipped = _gzipped(request)
     declared = request.headers.get("content-length")
     if declared is not None:
@@ -141,16 +168,26 @@ async def read_bytes(request: Request, max_bytes: int) -> bytes:
     parts: list[bytes] = []
     size = 0
     try:
-        async for chunk in request.stream():
-            if not chunk:
-                continue
-            size += len(chunk)
-            if size > max_bytes:
-                raise _too_large(max_bytes)
-            if gunzip is not None:
-                gunzip.feed(chunk)
-            else:
-                parts.append(chunk)
+        async with asyncio.timeout(limits.body_read_timeout_s):
+            async for chunk in request.stream():
+                if not chunk:
+                    continue
+                size += len(chunk)
+                if size > max_bytes:
+                    raise _too_large(max_bytes)
+                if gunzip is not None:
+                    gunzip.feed(chunk)
+                else:
+                    parts.append(chunk)
     except ClientDisconnect:
         raise ApiError(400, "the client disconnected before sending the whole body") from None
-    return gunzip.finish() if gunzip is not None else b"".join(parts)
+    except TimeoutError:
+        raise ApiError(
+            408,
+            f"the request body did not arrive within {limits.body_read_timeout_s:g} s (body_read_timeout_s)",
+            headers=_CLOSE,
+        ) from None
+    data = gunzip.finish() if gunzip is not None else b"".join(parts)
+    if json_depth and _declares_json(request):
+        check_json_depth(data, limits.max_json_depth)
+    return data

@@ -27,6 +27,7 @@ from starlette.responses import Response
 
 from llmpulse.pipeline import PipelineError, SQLiteEventLog
 from llmpulse.pricing import Pricer
+from llmpulse.server._auth import scoped_tenant_or_all
 from llmpulse.server._errors import JSON, ApiError, json_response
 from llmpulse.server._query import parse_time
 from llmpulse.server._recent import CallFilter, recent_calls
@@ -106,10 +107,10 @@ _T = TypeVar("_T")
 def scope_tenant(request: Request, tenant_id: str | None) -> str | None:
     """The tenant a dashboard read covers: `tenant_id`, or every tenant (None) when it is absent.
 
-    The one place where a request's tenant scope is decided, so that API keys can make the key's
-    tenant the default (and refuse another tenant) here.
+    The one place where a request's tenant scope is decided: with API keys, the key's tenant is the
+    default and another tenant is a 403 (`llmpulse.server._auth.scoped_tenant_or_all`).
     """
-    return tenant_id or None
+    return scoped_tenant_or_all(request, tenant_id)
 
 
 def _bounded(name: str, value: int | None, default: int, low: int, high: int) -> int:

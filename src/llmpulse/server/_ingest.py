@@ -10,6 +10,10 @@ Handlers only decode with msgspec (`llmpulse.events.decode_one` / `decode_batch`
 pydantic models on the hot path. Status codes: 400 unusable body (malformed JSON, invalid UTF-8,
 corrupt gzip, empty), 413 too large (bytes or items), 415 content type or encoding, 422 schema or limit
 violation, 503 with ``Retry-After`` when the log pushes back or is closing.
+
+Tenancy: when the request carries an API key (`llmpulse.server._auth`), `_append` — which every
+ingest path goes through, the OTLP receiver's too — rewrites each event's ``tenant_id`` to the key's
+tenant, whatever the body said (counted in ``llmpulse_events_tenant_rewritten_total``).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from llmpulse.events import (
     decode_one,
 )
 from llmpulse.pipeline import LogBackpressure, LogClosed
+from llmpulse.server._auth import principal
 from llmpulse.server._body import read_body
 from llmpulse.server._errors import JSON, ApiError, error_response, json_response, retry_after_header
 from llmpulse.server._state import ServerState, server_state
@@ -125,9 +130,34 @@ async def _admit(state: ServerState) -> None:
         lag = runner.lag_events()
 
 
+def claim_tenant(events: Sequence[Event], tenant_id: str) -> int:
+    """Set every event's ``tenant_id`` (those that have one) to `tenant_id`; the number changed."""
+    changed = 0
+    for event in events:
+        if getattr(event, "tenant_id", tenant_id) != tenant_id:
+            event.tenant_id = tenant_id  # type: ignore[union-attr]
+            changed += 1
+    return changed
+
+
+def _rejected_events(request: Request, reason: str, n: int = 1) -> None:
+    metrics = server_state(request).metrics
+    if metrics is not None:
+        metrics.rejected(reason, n)
+
+
 async def _append(request: Request, events: Sequence[Event], payload: bytes | None = None) -> None:
+    """Append `events` to the log once durable, as the caller's tenant when it has a key.
+
+    `payload`, an encoding of exactly `events`, is dropped when a tenant is rewritten. Raises
+    `ApiError` 503 (with ``Retry-After``) when the log pushes back or is closing.
+    """
     state = server_state(request)
     log = state.require_log()
+    caller = principal(request)
+    rewritten = claim_tenant(events, caller.tenant_id) if caller is not None else 0
+    if rewritten:
+        payload = None  # the body no longer says what is kept
     try:
         await _admit(state)
         await log.append(events, payload)
@@ -139,6 +169,9 @@ async def _append(request: Request, events: Sequence[Event], payload: bytes | No
         raise ApiError(
             503, "the event log is closed: the server is shutting down", headers=retry_after_header(1)
         ) from None
+    if state.metrics is not None:
+        state.metrics.accepted(len(events))
+        state.metrics.rewritten(rewritten)
 
 
 def _single_error(exc: EventValidationError, body: bytes) -> ApiError:
@@ -163,7 +196,9 @@ async def _ingest_one(request: Request, kind: type[LLMRequest] | type[LLMRespons
     try:
         event = decode_one(body.data, kind, limits)
     except EventValidationError as exc:
-        raise _single_error(exc, body.data) from None
+        error = _single_error(exc, body.data)
+        _rejected_events(request, "malformed" if error.status == 400 else "invalid")
+        raise error from None
     await _append(request, [event])
     return Response(_ACCEPTED_ONE, media_type=JSON)
 
@@ -239,10 +274,12 @@ async def post_events(request: Request) -> Response:
     accepted = len(batch.events)
     if not batch.rejected:
         return json_response({"accepted": accepted})
+    malformed = not accepted and _all_malformed(body.data, batch)
+    _rejected_events(request, "malformed" if malformed else "invalid", len(batch.rejected))
     if accepted:
         return json_response({"accepted": accepted, "rejected": _rejected(batch)}, 207)
     extra = {"accepted": 0, "rejected": _rejected(batch)}
-    if _all_malformed(body.data, batch):
+    if malformed:
         return error_response(400, f"request body is not valid JSON: {batch.rejected[0].error}", extra=extra)
     return error_response(
         422, f"no event accepted: {len(batch.rejected)} rejected (see `rejected`)", extra=extra

@@ -13,6 +13,7 @@ from typing import Any, Final
 
 from llmpulse.events import DEFAULT_ROUTE, DEFAULT_TENANT, Limits
 from llmpulse.events._limits import MAX_NAME_LEN
+from llmpulse.server._limits import RequestLimits
 
 ENV_HTTP_PORT: Final = "HTTP_PORT"
 ENV_HOST: Final = "LLMPULSE_HOST"
@@ -27,6 +28,10 @@ ENV_SYNC: Final = "LLMPULSE_LOG_SYNC"
 ENV_MAX_LAG_EVENTS: Final = "LLMPULSE_MAX_LAG_EVENTS"
 ENV_OTLP_DEFAULT_TENANT: Final = "LLMPULSE_OTLP_DEFAULT_TENANT"
 ENV_OTLP_DEFAULT_ROUTE: Final = "LLMPULSE_OTLP_DEFAULT_ROUTE"
+
+ENV_KEY_CACHE_S: Final = "LLMPULSE_KEY_CACHE_S"
+ENV_METRICS_PUBLIC: Final = "LLMPULSE_METRICS_PUBLIC"
+ENV_INSECURE: Final = "LLMPULSE_INSECURE"
 
 DEFAULT_DB_URL: Final = "sqlite:///llmpulse.db"
 
@@ -64,6 +69,12 @@ class ServerSettings:
         otlp_default_tenant, otlp_default_route: the tenant and route of an OTLP span (``POST
             /v1/traces``) whose span and resource attributes name none (``llmpulse.tenant_id``,
             ``llmpulse.route``).
+        request_limits: HTTP limits: body read deadline, JSON depth, rate limit, query range and page
+            size (`RequestLimits`).
+        key_cache_s: how long an API key lookup (found or not) is cached, and how often the server
+            checks whether keys were created while none was configured (docs/security.md).
+        metrics_public: serve ``/metrics`` without a key even when keys are configured.
+        insecure: let ``llmpulse serve`` listen beyond loopback although no API key is configured.
     """
 
     host: str = "127.0.0.1"
@@ -82,6 +93,10 @@ class ServerSettings:
     admission_wait_s: float = 2.0
     otlp_default_tenant: str = DEFAULT_TENANT
     otlp_default_route: str = DEFAULT_ROUTE
+    request_limits: RequestLimits = field(default_factory=RequestLimits)
+    key_cache_s: float = 5.0
+    metrics_public: bool = False
+    insecure: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -102,6 +117,8 @@ class ServerSettings:
             raise ValueError(f"admission_wait_s must be >= 0, got {self.admission_wait_s!r}")
         if self.checkpoint_interval_s <= 0:
             raise ValueError(f"checkpoint_interval_s must be positive, got {self.checkpoint_interval_s!r}")
+        if not 0 < self.key_cache_s <= 3600:
+            raise ValueError(f"key_cache_s must be in (0, 3600], got {self.key_cache_s!r}")
         for name in ("otlp_default_tenant", "otlp_default_route"):
             value = getattr(self, name)
             if not isinstance(value, str) or not 1 <= len(value) <= MAX_NAME_LEN:
@@ -137,6 +154,14 @@ class ServerSettings:
             values["otlp_default_tenant"] = env[ENV_OTLP_DEFAULT_TENANT]
         if env.get(ENV_OTLP_DEFAULT_ROUTE):
             values["otlp_default_route"] = env[ENV_OTLP_DEFAULT_ROUTE]
+        if ENV_KEY_CACHE_S in env:
+            values["key_cache_s"] = _float(env, ENV_KEY_CACHE_S)
+        for var, name in ((ENV_METRICS_PUBLIC, "metrics_public"), (ENV_INSECURE, "insecure")):
+            if env.get(var):
+                values[name] = _flag(env, var)
+        request_limits = RequestLimits.env_overrides(env)
+        if request_limits:
+            values["request_limits"] = RequestLimits(**request_limits)
         limits: dict[str, Any] = {}
         if ENV_MAX_EVENT_AGE_S in env:
             limits["max_past_s"] = _float(env, ENV_MAX_EVENT_AGE_S)
@@ -158,6 +183,15 @@ def _int(env: Mapping[str, str], name: str) -> int:
         return int(env[name])
     except ValueError:
         raise ValueError(f"{name} must be an integer, got {env[name]!r}") from None
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    value = env[name].strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be 1 or 0 (true or false), got {env[name]!r}")
 
 
 def _float(env: Mapping[str, str], name: str) -> float:

@@ -13,6 +13,8 @@ from llmpulse.server._settings import ServerSettings
 
 if TYPE_CHECKING:
     from llmpulse.pipeline import EventLog, ProcessorRunner
+    from llmpulse.server._auth import Gate
+    from llmpulse.server._metrics import ServerMetrics
     from llmpulse.store import Store
 
 
@@ -60,6 +62,9 @@ class ServerState:
     started_at: float = field(default_factory=time.time)
     demo_url: str | None = None
     otlp: OTLPCounters = field(default_factory=OTLPCounters)
+    #: API keys and rate limits (set by `create_app`); the app's metrics registry and counters.
+    gate: Gate | None = None
+    metrics: ServerMetrics | None = None
 
     def require_log(self) -> EventLog:
         """The event log, or an `ApiError` 503 while the server is not ready."""

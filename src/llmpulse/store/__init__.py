@@ -11,6 +11,8 @@ unreachable or busy: retry), `StoreIntegrityError` (the database rejected the da
 `MigrationError` (the schema could not be brought up to date) derive from it. `create_engine_for`
 raises `ValueError` for an unknown URL scheme, and query methods raise `ValueError` for invalid
 arguments.
+
+API keys live in the store too (`Store.keys`, an `ApiKeys`): only their SHA-256 is kept.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from llmpulse.store._engine import (
     create_engine_for,
 )
 from llmpulse.store._histogram import Histogram, bucket_of, merged, quantile, value_of
+from llmpulse.store._keys import ApiKey, ApiKeys
 from llmpulse.store._model import (
     WINDOW_SECONDS,
     Checkpoint,
@@ -38,6 +41,8 @@ from llmpulse.store._store import Store
 
 __all__ = [
     "WINDOW_SECONDS",
+    "ApiKey",
+    "ApiKeys",
     "Checkpoint",
     "Dimensions",
     "GroupBy",

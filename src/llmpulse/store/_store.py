@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from llmpulse.store._commit import CheckpointWriter
 from llmpulse.store._engine import create_engine_for, migrate, translate_errors, write_transaction
+from llmpulse.store._keys import ApiKeys
 from llmpulse.store._model import (
     WINDOW_SECONDS,
     Checkpoint,
@@ -63,6 +64,8 @@ class Store:
             threading.RLock() if memory else contextlib.nullcontext()
         )
         self._writer = CheckpointWriter(engine.dialect)
+        self._keys = ApiKeys(engine, self._serial)
+        self._windows_written = 0
 
     @classmethod
     def open(cls, url: str) -> Store:
@@ -86,6 +89,16 @@ class Store:
     def engine(self) -> sa.Engine:
         """The SQLAlchemy engine (for tests and tools; prefer the methods)."""
         return self._engine
+
+    @property
+    def keys(self) -> ApiKeys:
+        """The API keys kept in this store (create, list, revoke, look up). Its methods block."""
+        return self._keys
+
+    @property
+    def windows_written(self) -> int:
+        """Window rows this `Store` object has upserted (one per window per checkpoint). Does not block."""
+        return self._windows_written
 
     @property
     def dialect(self) -> str:
@@ -123,6 +136,7 @@ class Store:
             write_transaction(self._engine) as conn,
         ):
             self._writer.write(conn, checkpoint, time.time())
+        self._windows_written += len(checkpoint.windows)
 
     def purge_dedup(self, consumer: str, now: float) -> int:
         """Delete `consumer`'s dedup chunks that expired at or before `now`; the number deleted. Blocks."""

@@ -115,6 +115,21 @@ server_counters = sa.Table(
     sa.Column("value", sa.BigInteger, nullable=False),
 )
 
+#: API keys (`llmpulse.store._keys`): only the SHA-256 of each key is stored, looked up by its unique
+#: index; ``key_id`` is the public id the CLI lists and revokes by.
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("key_id", sa.String(32), nullable=False),
+    sa.Column("tenant_id", sa.String(MAX_NAME_LEN), nullable=False),
+    sa.Column("key_hash", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("last_used_at", sa.Double, nullable=True),
+    sa.Column("revoked_at", sa.Double, nullable=True),
+    sa.PrimaryKeyConstraint("key_id", name="pk_api_keys"),
+)
+sa.Index("ux_api_keys_key_hash", api_keys.c.key_hash, unique=True)
+
 _hist_decoder: Final = msgspec.json.Decoder(dict[int, int])
 _keys_decoder: Final = msgspec.msgpack.Decoder(list[str])
 
