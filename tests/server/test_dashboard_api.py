@@ -371,6 +371,12 @@ def test_out_of_bounds_parameters_are_400_naming_them(
     assert f"`{name}`" in answer.json()["error"]
 
 
+def test_a_range_before_the_epoch_is_refused_naming_to(fed: TestClient) -> None:
+    answer = fed.get("/v1/metrics/timeseries", params={"to": "0001-01-01T00:30:00Z"})
+    assert answer.status_code in (400, 422)
+    assert "`to`" in answer.json()["error"]
+
+
 @pytest.mark.parametrize(("path", "limit"), [("/v1/metrics/breakdown", 101), ("/v1/calls/recent", 501)])
 def test_limits_are_bounded(fed: TestClient, path: str, limit: int) -> None:
     for value in (0, limit):
@@ -403,12 +409,14 @@ def test_endpoints_are_documented_with_typed_bounded_parameters(fed: TestClient)
         operation = paths[path]["get"]
         params = {p["name"]: p for p in operation["parameters"]}
         assert {"tenant_id", "from", "to", "minutes"} <= set(params), path
-        assert params["minutes"]["schema"]["anyOf"][0] == {
-            "type": "integer",
-            "minimum": 1,
-            "maximum": MAX_MINUTES,
-        } or (params["minutes"]["schema"].get("maximum") == MAX_MINUTES)
+        minutes = params["minutes"]["schema"]
+        assert (minutes["minimum"], minutes["maximum"]) == (1, MAX_MINUTES)
+        assert {"type": "integer"} in minutes["anyOf"]
         assert {"400", "422", "503"} <= set(operation["responses"]), path
+    for path, most in (("/v1/metrics/breakdown", 100), ("/v1/calls/recent", 500)):
+        limit = next(p for p in paths[path]["get"]["parameters"] if p["name"] == "limit")["schema"]
+        assert (limit["minimum"], limit["maximum"]) == (1, most)
+    assert "501" in paths["/v1/calls/recent"]["get"]["responses"]
     assert "/" not in paths
 
 

@@ -128,7 +128,10 @@ def resolve_range(from_: str | None, to: str | None, minutes: int | None) -> tup
     if start is not None and minutes is not None:
         raise ApiError(400, "give query parameter `from` or `minutes`, not both")
     if start is None:
-        start = end - timedelta(minutes=_bounded("minutes", minutes, DEFAULT_MINUTES, 1, MAX_MINUTES))
+        span = timedelta(minutes=_bounded("minutes", minutes, DEFAULT_MINUTES, 1, MAX_MINUTES))
+        if end - datetime.min.replace(tzinfo=UTC) < span:
+            raise ApiError(400, "query parameter `to` is too early to look back from")
+        start = end - span
     if start >= end:
         raise ApiError(400, "query parameter `from` must be before `to`")
     if end - start > timedelta(minutes=MAX_MINUTES):
