@@ -13,10 +13,10 @@ from typing import Any
 import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from llmpulse.events import LLMCall
 from llmpulse.server import create_app
+from llmpulse.store import Store
 from llmpulse.testing import encode_batch_json
 from tests.browser.conftest import FedServer, Watched, known_traffic, settings_for
 from tests.server.live_server import live_server
@@ -183,48 +183,28 @@ def test_dashboard_shows_filters_and_follows_live_traffic(
     assert any("/static/vendor/uplot/uPlot.iife.min.js" in r.url for r in watched.requests)
 
 
-class _KeyRequired:
-    """A stand-in for the server's API keys: ``/v1/...`` needs ``Authorization: Bearer <key>``."""
-
-    def __init__(self, app: ASGIApp, key: str) -> None:
-        self.app = app
-        self.expected = f"Bearer {key}".encode()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
-            given = dict(scope["headers"]).get(b"authorization")
-            if given != self.expected:
-                body = b'{"error":"an API key is required: Authorization: Bearer <key>"}'
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 401,
-                        "headers": [
-                            (b"content-type", b"application/json"),
-                            (b"www-authenticate", b'Bearer realm="llmpulse"'),
-                            (b"content-length", str(len(body)).encode()),
-                        ],
-                    }
-                )
-                await send({"type": "http.response.body", "body": body})
-                return
-        await self.app(scope, receive, send)
-
-
 def test_with_api_keys_the_page_asks_for_a_key_once_per_session(
     browser: Browser, tmp_path: Path, artifacts: Path
 ) -> None:
-    app = create_app(settings_for(tmp_path))
-    key = "lp_test_0123456789"
-    with live_server(_KeyRequired(app, key)) as url:  # type: ignore[arg-type]
+    settings = settings_for(tmp_path)
+    with Store.open(settings.db_url) as store:
+        keys = {tenant: store.keys.create(tenant)[1] for tenant in ("tenant-1", "tenant-2")}
+    app = create_app(settings)
+    with live_server(app) as url:
         events = known_traffic(seed=9)
-        with httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=10) as client:
-            for i in range(0, len(events), 500):  # the stand-in needs the key for ingest too
-                body = encode_batch_json(events[i : i + 500])
-                assert client.post(f"{url}/v1/events", content=body).is_success
-            state = app.state.llmpulse
-            assert state.runner.wait_committed(0, state.log.end_offset(0), 20)
-            total = client.get(f"{url}/v1/metrics/timeseries").json()["total"]["requests"]
+        half = len(events) // 2
+        for tenant, part in (("tenant-1", events[:half]), ("tenant-2", events[half:])):
+            # the server files each key's events under the key's tenant
+            headers = {"Authorization": f"Bearer {keys[tenant]}"}
+            body = encode_batch_json(part)
+            answer = httpx.post(f"{url}/v1/events", content=body, headers=headers, timeout=10)
+            assert answer.is_success, answer.text
+        state = app.state.llmpulse
+        assert state.runner.wait_committed(0, state.log.end_offset(0), 20)
+        key = keys["tenant-1"]
+        mine = httpx.get(f"{url}/v1/metrics/summary", headers={"Authorization": f"Bearer {key}"}, timeout=10)
+        expected = mine.json()["summary"][0]
+        assert expected["tenant_id"] == "tenant-1"
         assert httpx.get(f"{url}/v1/metrics/timeseries", timeout=10).status_code == 401
         assert httpx.get(f"{url}/", timeout=10).status_code == 200
         assert httpx.get(f"{url}/static/dashboard.js", timeout=10).status_code == 200
@@ -232,40 +212,47 @@ def test_with_api_keys_the_page_asks_for_a_key_once_per_session(
         context = browser.new_context(viewport={"width": 1280, "height": 800}, locale="en-US")
         watched = Watched()
         page = watched.attach(context.new_page())
-        page.goto(url)
+        page.goto(f"{url}/?tenant=tenant-2")
         # without a key: only the prompt
         expect(page.locator("#auth")).to_be_visible()
         expect(page.locator("#dashboard")).to_be_hidden()
         expect(page.get_by_label("API key", exact=True)).to_be_focused()
         page.screenshot(path=str(artifacts / "dashboard-key-prompt.png"))
 
-        page.get_by_label("API key", exact=True).fill("wrong")
+        page.get_by_label("API key", exact=True).fill("lp_not_a_key")
         page.get_by_role("button", name="Open dashboard").click()
         expect(page.locator("#auth-error")).to_contain_text("not accepted")
         expect(page.locator("#dashboard")).to_be_hidden()
 
+        # the key of tenant-1: the page asked for tenant-2 (403), so it shows the key's own tenant
         page.get_by_label("API key", exact=True).fill(key)
         page.get_by_role("button", name="Open dashboard").click()
         expect(page.locator("#dashboard")).to_be_visible()
+        _wait_scope(page, "tenant tenant-1")
         expect(page.locator("#live")).to_have_class("live ok")
-        assert _kpi(page, "requests") == total > 0
+        options = page.get_by_label("Tenant", exact=True).locator("option").all_inner_texts()
+        assert options == ["tenant-1"]  # never "All tenants", never another tenant
+        for name in ("requests", "errors", "p95_latency_ms", "total_tokens"):
+            assert _close(_kpi(page, name), expected[name]), name
+        assert set(page.locator("#recent tbody td:nth-child(2)").all_inner_texts()) == {"tenant-1"}
         assert page.evaluate("sessionStorage.getItem('llmpulse.apiKey')") == key
 
         # kept for the session: a reload goes straight to the dashboard
         page.reload()
         expect(page.locator("#dashboard")).to_be_visible()
         expect(page.locator("#auth")).to_be_hidden()
+        expect(page.locator("#live")).to_have_class("live ok")
 
         # every API call after the key was given carried it; the shell and static files needed none
         api = [r for r in watched.requests if "/v1/" in r.url]
         keyed = [r for r in api if r.headers.get("authorization") == f"Bearer {key}"]
         assert len(keyed) >= 10
-        assert all(r.headers.get("authorization") in (None, "Bearer wrong", f"Bearer {key}") for r in api)
+        assert {r.headers.get("authorization") for r in api} <= {None, "Bearer lp_not_a_key", f"Bearer {key}"}
         assert api[-1].headers.get("authorization") == f"Bearer {key}"
         assert watched.foreign(url) == []
         assert watched.page_errors == []
-        # the browser reports each 401 as a failed resource load; nothing else may be logged
-        assert [e for e in watched.console_errors if "401" not in e] == []
+        # the browser reports each 401 and the 403 as a failed resource load; nothing else may be logged
+        assert [e for e in watched.console_errors if "401" not in e and "403" not in e] == []
 
         # forgetting the key brings the prompt back
         page.get_by_role("button", name="Forget API key").click()
