@@ -13,7 +13,9 @@ import signal
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import httpx
 import pytest
 from confluent_kafka import Producer
 
@@ -27,8 +29,13 @@ from llmpulse.pipeline import (
     PipelineError,
 )
 from llmpulse.pipeline._kafka_log import TOPICS, kafka_position, log_partition, parse_brokers
-from llmpulse.testing.traffic import generate_events
+from llmpulse.testing.traffic import encode_batch_json, generate_events, iter_batches
+from tests.e2e._server import ServerProcess
+from tests.e2e.test_embedded_e2e import ORPHAN_TIMEOUT_S, Sender
+from tests.e2e.test_embedded_e2e import _events as oracle_events
+from tests.e2e.test_embedded_e2e import _wait_for_oracle as wait_for_oracle
 from tests.kafka_broker import TansuBroker
+from tests.oracle import expected_windows
 
 DELIVERY_TIMEOUT_S = 3.0
 
@@ -265,3 +272,48 @@ def test_append_is_refused_while_the_broker_is_down_and_works_after_a_restart(
     got = _read_all(log, len(events) - 20)
     assert sorted(repr(e) for records in got.values() for _, e in records) == sorted(map(repr, events[20:]))
     assert log.stats()["broker_unreachable"] is None
+
+
+# -- llmpulse serve --broker (a subprocess) ------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_serve_with_a_broker_answers_like_the_oracle_and_503_while_the_broker_is_down(
+    tmp_path: Path, broker: TansuBroker
+) -> None:
+    events = oracle_events(2000, seed=21)
+    expected = expected_windows(events, unanswered_are_timeouts=True)
+    assert expected.duplicates > 0
+    assert expected.orphan_responses > 0
+    bodies = [encode_batch_json(batch) for batch in iter_batches(events, 100)]
+    server = ServerProcess(
+        tmp_path,
+        *("--broker", f"kafka://{broker.bootstrap}", "--kafka-partitions", "3"),
+        *("--db", f"sqlite:///{tmp_path / 'kafka.db'}", "--orphan-timeout", str(ORPHAN_TIMEOUT_S)),
+    ).start(timeout=30)
+    try:
+        assert [broker.partitions(topic) for topic in TOPICS] == [3, 3, 3]
+        sender = Sender(server.url, bodies)
+        sender.run()
+        assert sender.error is None, sender.error
+        problems = wait_for_oracle(server.url, expected, timeout=20 + ORPHAN_TIMEOUT_S)
+        assert not problems, "\n".join(problems[:20])
+
+        broker.kill()
+        one = encode_batch_json(events[:1])
+        deadline = time.monotonic() + DELIVERY_TIMEOUT_S + 12
+        while True:  # the first batch may wait out the delivery timeout; later ones are refused at once
+            response = httpx.post(f"{server.url}/v1/events", content=one, timeout=30)
+            if response.status_code == 503:
+                break
+            assert time.monotonic() < deadline, "ingest kept accepting with the broker down"
+        assert float(response.headers["retry-after"]) > 0
+        assert "Kafka broker" in response.json()["error"]
+
+        broker.start()
+        deadline = time.monotonic() + 15
+        while httpx.post(f"{server.url}/v1/events", content=one, timeout=30).status_code != 200:
+            assert time.monotonic() < deadline, "ingest did not accept again after the broker restarted"
+            time.sleep(0.2)
+    finally:
+        assert server.stop() in (0, -signal.SIGTERM), server.output()[-3000:]  # uvicorn re-raises SIGTERM

@@ -35,6 +35,16 @@ def _port(text: str) -> int:
     return value
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def _sync(text: str) -> str:
     value = text.upper()
     if value not in ("FULL", "NORMAL"):
@@ -87,6 +97,22 @@ def add_parser(sub: Subcommands) -> None:
         default=None,
         help="listen beyond loopback even though no API key is configured (env LLMPULSE_INSECURE=1)",
     )
+    parser.add_argument(
+        "--broker",
+        metavar="kafka://HOST:PORT[,HOST:PORT...]",
+        help="use Kafka topics as the event log instead of SQLite (env KAFKA_BROKERS; docs/scale-out.md)",
+    )
+    parser.add_argument(
+        "--kafka-partitions",
+        type=_positive_int,
+        metavar="N",
+        help="partitions of each event topic created when missing (default 6; env LLMPULSE_KAFKA_PARTITIONS)",
+    )
+    parser.add_argument(
+        "--no-processor",
+        action="store_true",
+        help="ingest and query only: another node aggregates the log (with --broker)",
+    )
     parser.set_defaults(func=run, parser=parser)
 
 
@@ -99,6 +125,13 @@ def check_urls(settings: ServerSettings) -> None:
     scheme = settings.db_url.split("://", 1)[0] if "://" in settings.db_url else ""
     if scheme.split("+", 1)[0] not in STORE_SCHEMES:
         raise ValueError(f"the store URL must be sqlite:///PATH or postgresql://..., got {settings.db_url!r}")
+    if settings.broker_url:
+        try:
+            from llmpulse.pipeline._kafka_log import parse_brokers
+        except ImportError as exc:
+            raise ValueError(f"--broker needs confluent-kafka (the llmpulse[kafka] extra): {exc}") from None
+        parse_brokers(settings.broker_url)
+        return
     log_url = settings.resolved_log_url
     if not log_url.startswith("sqlite:///") or log_url == "sqlite:///":
         raise ValueError(f"the event log URL must be sqlite:///PATH, got {log_url!r}")
@@ -111,6 +144,9 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         port=args.port,
         db_url=args.db,
         log_url=args.log,
+        broker_url=args.broker,
+        kafka_partitions=args.kafka_partitions,
+        run_processor=False if args.no_processor else None,
         demo=args.demo,
         orphan_timeout_s=args.orphan_timeout,
         log_sync=args.log_sync,

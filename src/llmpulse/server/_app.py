@@ -155,6 +155,25 @@ async def _cancel(task: asyncio.Task[None]) -> None:
         await task
 
 
+def _open_log(settings: ServerSettings) -> EventLog:
+    """The Kafka log when a broker is configured (creating missing topics), else the SQLite one.
+    Blocks while connecting."""
+    if settings.broker_url:
+        from llmpulse.pipeline import KafkaEventLog, KafkaLogConfig
+
+        config = KafkaLogConfig(
+            settings.broker_url,
+            partitions=settings.kafka_partitions,
+            delivery_timeout_s=settings.kafka_delivery_timeout_s,
+            session_timeout_s=settings.kafka_session_timeout_s,
+            max_pending_events=settings.max_pending_events,
+        )
+        return KafkaEventLog(config)
+    return SQLiteEventLog(
+        settings.resolved_log_url, sync=settings.log_sync, max_pending_events=settings.max_pending_events
+    )
+
+
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: ServerState = app.state.llmpulse
@@ -162,13 +181,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     given_log, given_store = state.log, state.store
     async with AsyncExitStack() as stack:
         if state.log is None:
-            log = await to_thread.run_sync(
-                lambda: SQLiteEventLog(
-                    settings.resolved_log_url,
-                    sync=settings.log_sync,
-                    max_pending_events=settings.max_pending_events,
-                )
-            )
+            log = await to_thread.run_sync(_open_log, settings)
             stack.push_async_callback(_in_thread, log.close)
             state.log = log
         if state.store is None:
@@ -184,8 +197,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
                 state.log,
                 state.store,
                 ProcessorConfig(orphan_timeout_s=settings.orphan_timeout_s, dedup_ttl_s=settings.dedup_ttl_s),
-                consumer="embedded",
+                consumer="kafka" if settings.broker_url else "embedded",
                 checkpoint_interval_s=settings.checkpoint_interval_s,
+                max_records=1000 if settings.broker_url else 100,  # Kafka: one event a record
             )
             await to_thread.run_sync(runner.start)
             stack.push_async_callback(_in_thread, lambda: runner.stop(RUNNER_STOP_TIMEOUT_S))

@@ -26,6 +26,10 @@ ENV_MAX_BODY_BYTES: Final = "LLMPULSE_MAX_BODY_BYTES"
 ENV_MAX_BATCH_ITEMS: Final = "LLMPULSE_MAX_BATCH_ITEMS"
 ENV_SYNC: Final = "LLMPULSE_LOG_SYNC"
 ENV_MAX_LAG_EVENTS: Final = "LLMPULSE_MAX_LAG_EVENTS"
+ENV_KAFKA_BROKERS: Final = "KAFKA_BROKERS"
+ENV_KAFKA_PARTITIONS: Final = "LLMPULSE_KAFKA_PARTITIONS"
+ENV_KAFKA_DELIVERY_TIMEOUT_S: Final = "LLMPULSE_KAFKA_DELIVERY_TIMEOUT_S"
+ENV_KAFKA_SESSION_TIMEOUT_S: Final = "LLMPULSE_KAFKA_SESSION_TIMEOUT_S"
 ENV_OTLP_DEFAULT_TENANT: Final = "LLMPULSE_OTLP_DEFAULT_TENANT"
 ENV_OTLP_DEFAULT_ROUTE: Final = "LLMPULSE_OTLP_DEFAULT_ROUTE"
 
@@ -62,6 +66,11 @@ class ServerSettings:
         max_pending_events: events awaiting the log writer before ingest answers 503.
         checkpoint_interval_s: how often the processor commits windows and offsets.
         run_processor: run the processor inside the server (embedded mode).
+        broker_url: ``kafka://host:port[,host:port...]``: the event log is Kafka topics instead of
+            the SQLite `log_url` (scale-out mode; see docs/scale-out.md).
+        kafka_partitions: partitions of each event topic the server creates when missing.
+        kafka_delivery_timeout_s: how long ingest waits for the broker's acknowledgement (then 503).
+        kafka_session_timeout_s: the processor consumers' group session timeout.
         max_processor_lag_events: in embedded mode, ingest holds new batches back while the processor
             is more than this many events behind (0: never), so what is acknowledged becomes
             queryable within about a second even when clients send faster than it can aggregate.
@@ -91,6 +100,10 @@ class ServerSettings:
     run_processor: bool = True
     max_processor_lag_events: int = 20_000
     admission_wait_s: float = 2.0
+    broker_url: str | None = None
+    kafka_partitions: int = 6
+    kafka_delivery_timeout_s: float = 10.0
+    kafka_session_timeout_s: float = 10.0
     otlp_default_tenant: str = DEFAULT_TENANT
     otlp_default_route: str = DEFAULT_ROUTE
     request_limits: RequestLimits = field(default_factory=RequestLimits)
@@ -117,6 +130,18 @@ class ServerSettings:
             raise ValueError(f"admission_wait_s must be >= 0, got {self.admission_wait_s!r}")
         if self.checkpoint_interval_s <= 0:
             raise ValueError(f"checkpoint_interval_s must be positive, got {self.checkpoint_interval_s!r}")
+        if self.broker_url is not None and not self.broker_url.strip():
+            raise ValueError("broker_url must not be empty")
+        if self.kafka_partitions < 1:
+            raise ValueError(f"kafka_partitions must be positive, got {self.kafka_partitions!r}")
+        if not 0.1 <= self.kafka_delivery_timeout_s <= 300:
+            raise ValueError(
+                f"kafka_delivery_timeout_s must be within [0.1, 300], got {self.kafka_delivery_timeout_s!r}"
+            )
+        if not 1 <= self.kafka_session_timeout_s <= 300:
+            raise ValueError(
+                f"kafka_session_timeout_s must be within [1, 300], got {self.kafka_session_timeout_s!r}"
+            )
         if not 0 < self.key_cache_s <= 3600:
             raise ValueError(f"key_cache_s must be in (0, 3600], got {self.key_cache_s!r}")
         for name in ("otlp_default_tenant", "otlp_default_route"):
@@ -148,6 +173,14 @@ class ServerSettings:
             values["orphan_timeout_s"] = _float(env, ENV_ORPHAN_TIMEOUT_S)
         if ENV_MAX_LAG_EVENTS in env:
             values["max_processor_lag_events"] = _int(env, ENV_MAX_LAG_EVENTS)
+        if env.get(ENV_KAFKA_BROKERS):
+            values["broker_url"] = env[ENV_KAFKA_BROKERS]
+        if ENV_KAFKA_PARTITIONS in env:
+            values["kafka_partitions"] = _int(env, ENV_KAFKA_PARTITIONS)
+        if ENV_KAFKA_DELIVERY_TIMEOUT_S in env:
+            values["kafka_delivery_timeout_s"] = _float(env, ENV_KAFKA_DELIVERY_TIMEOUT_S)
+        if ENV_KAFKA_SESSION_TIMEOUT_S in env:
+            values["kafka_session_timeout_s"] = _float(env, ENV_KAFKA_SESSION_TIMEOUT_S)
         if ENV_SYNC in env:
             values["log_sync"] = env[ENV_SYNC].upper()
         if env.get(ENV_OTLP_DEFAULT_TENANT):
