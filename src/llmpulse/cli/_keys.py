@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from datetime import datetime
 from typing import Any, NoReturn
 
 from llmpulse.cli._common import Subcommands
 from llmpulse.cli._http import CliError
-from llmpulse.server import ServerSettings
 from llmpulse.store import ApiKey, Store, StoreError
+
+#: The store when neither ``--db`` nor an environment variable names one (as ``llmpulse serve``).
+DEFAULT_DB_URL = "sqlite:///llmpulse.db"
 
 
 def add_parser(sub: Subcommands) -> None:
@@ -59,10 +62,8 @@ def _usage(args: argparse.Namespace, message: str) -> NoReturn:
 
 
 def _open(args: argparse.Namespace) -> Store:
-    try:
-        url = ServerSettings.from_env(db_url=args.db).db_url
-    except ValueError as exc:
-        _usage(args, str(exc))
+    # the same order as ServerSettings.from_env, without importing the server (a second of start-up)
+    url = args.db or os.environ.get("LLMPULSE_DB") or os.environ.get("POSTGRES_DSN") or DEFAULT_DB_URL
     try:
         return Store.open(url)
     except ValueError as exc:

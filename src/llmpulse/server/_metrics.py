@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from anyio import to_thread
 from fastapi import APIRouter
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.requests import Request
@@ -38,6 +38,9 @@ if TYPE_CHECKING:
     from llmpulse.server._state import ServerState
 
 router = APIRouter(tags=["health"])
+
+#: The classic text format every Prometheus version scrapes (the names here need no UTF-8 escaping).
+CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 
 #: Reasons of refused requests, by status (other 4xx: ``client_error``; 5xx: ``server_error``).
 REFUSAL_REASONS: Final[Mapping[int, str]] = {
@@ -282,7 +285,7 @@ class _StateCollector(Collector):
     "/metrics",
     summary="The server's own metrics (Prometheus text format)",
     responses={
-        200: {"description": "Prometheus text exposition", "content": {CONTENT_TYPE_LATEST: {}}},
+        200: {"description": "Prometheus text exposition", "content": {CONTENT_TYPE: {}}},
         401: {"description": "Keys are configured and metrics_public is off: an API key is needed"},
     },
     response_class=Response,
@@ -291,6 +294,6 @@ async def metrics(request: Request) -> Response:
     """Every metric of this server, for a Prometheus scrape. Reads the figures on a worker thread."""
     state = server_state(request)
     if state.metrics is None:
-        return Response(b"", media_type=CONTENT_TYPE_LATEST)
+        return Response(b"", media_type=CONTENT_TYPE)
     body = await to_thread.run_sync(state.metrics.exposition)
-    return Response(body, media_type=CONTENT_TYPE_LATEST)
+    return Response(body, media_type=CONTENT_TYPE)
