@@ -1,4 +1,4 @@
-"""The ``llmpulse`` command: ``serve``, ``demo``, ``replay``, ``query`` and ``keys``.
+"""The ``llmpulse`` command: ``serve``, ``process``, ``demo``, ``replay``, ``query`` and ``keys``.
 
 Exit status: 0 on success, 1 when the command failed or some events were rejected (one line on
 stderr, no traceback), 2 for a usage error (bad flag, bad environment variable).
@@ -24,7 +24,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
-    from llmpulse.cli import _demo, _keys, _query, _replay, _serve
+    from llmpulse.cli import _demo, _keys, _process, _query, _replay, _serve
 
     parser = _Parser(
         prog="llmpulse",
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"llmpulse {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _serve.add_parser(sub)
+    _process.add_parser(sub)
     _demo.add_parser(sub)
     _replay.add_parser(sub)
     _query.add_parser(sub)

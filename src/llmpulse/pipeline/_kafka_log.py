@@ -104,6 +104,13 @@ def kafka_position(partition: int) -> tuple[str, int]:
     return TOPICS[partition % 3], partition // 3
 
 
+def decode_event(topic: str, value: bytes) -> Event:
+    """The event a message of one of `TOPICS` holds. Raises `msgspec.MsgspecError` (not an event) or
+    `KeyError` (not an event topic)."""
+    event: Event = _DECODERS[topic].decode(value)
+    return event
+
+
 def parse_brokers(url: str) -> str:
     """``kafka://host:port[,host:port…]`` (or the bare list, as ``KAFKA_BROKERS`` holds it) → the
     ``bootstrap.servers`` string. Raises `ValueError` naming what is wrong."""
@@ -440,7 +447,7 @@ class KafkaEventLog:
 
     def _decode(self, topic: str, message: Message) -> list[Event]:
         try:
-            return [_DECODERS[topic].decode(message.value() or b"")]
+            return [decode_event(topic, message.value() or b"")]
         except msgspec.MsgspecError as exc:
             self._undecodable += 1
             _log.warning(

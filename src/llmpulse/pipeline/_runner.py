@@ -4,6 +4,10 @@ It owns one thread. On start it restores the processor's state (offsets, pending
 from the store's last checkpoint, so a restart resumes exactly where the last commit left off: events
 after the committed offsets are read again and counted once. A failed commit throws the in-memory
 state away and restores it from the store, for the same reason.
+
+A runner reads every partition of its log, so it refuses to start (`PipelineError`) on a store that
+consumer-group workers (``llmpulse process``, consumers named ``group:…``) commit to: both would count
+the same events.
 """
 
 from __future__ import annotations
@@ -14,12 +18,16 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from llmpulse.pipeline._errors import PipelineError
 from llmpulse.pipeline._log import EventLog
 from llmpulse.pipeline._processor import ProcessorConfig, ProcessorCore
 from llmpulse.pricing import Pricer
 from llmpulse.store import Checkpoint, ProcessorState
 
 _log = logging.getLogger(__name__)
+
+#: Store consumer names of consumer-group units (``group:<group>/<partition>``, `llmpulse.pipeline._workers`).
+GROUP_CONSUMER_PREFIX = "group:"
 
 
 class CheckpointStore(Protocol):
@@ -91,10 +99,26 @@ class ProcessorRunner:
         self._offsets = {p: state.offsets.get(p, 0) for p in self._log.partitions()}
         self._committed = dict(self._offsets)
 
+    def _check_exclusive(self) -> None:
+        consumers = getattr(self._store, "consumers", None)
+        if consumers is None or self._consumer.startswith(GROUP_CONSUMER_PREFIX):
+            return
+        groups = sorted(c for c in consumers() if c.startswith(GROUP_CONSUMER_PREFIX))
+        if groups:
+            raise PipelineError(
+                f"the store already holds the state of consumer-group workers ({', '.join(groups[:3])}"
+                f"{', ...' if len(groups) > 3 else ''}: 'llmpulse process'); a processor reading every "
+                "partition would count their events again. Run 'llmpulse serve' with --no-processor"
+            )
+
     def start(self) -> None:
-        """Restore state from the store and start the processing thread. Blocks while restoring."""
+        """Restore state from the store and start the processing thread. Blocks while restoring.
+
+        Raises `PipelineError` when consumer-group workers commit to the same store.
+        """
         if self._thread is not None:
             raise RuntimeError("the runner is already started")
+        self._check_exclusive()
         self._restore()
         self._thread = threading.Thread(target=self._run, name="llmpulse-processor", daemon=True)
         self._thread.start()

@@ -18,6 +18,7 @@ from typing import Any, Final, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from llmpulse.store._engine import StoreError
 from llmpulse.store._histogram import merge_into
 from llmpulse.store._model import Checkpoint, WindowDelta, WindowKey
 from llmpulse.store._tables import (
@@ -49,6 +50,12 @@ _N_KEY: Final = len(KEY_FIELDS)
 _N_NUM: Final = len(_NUM_FIELDS)
 _LAT: Final = _N_KEY + _N_NUM
 _PENDING_FIELDS: Final = ("consumer", "request_id", "kind", "payload", "seen_at", "expired")
+
+
+class StaleCheckpoint(StoreError):
+    """A fenced commit found other offsets stored for its consumer than it expected: another
+    processor committed that consumer's state meanwhile (it owns the partition now), so this
+    checkpoint was built on stale state and nothing of it was written. Not retryable as is: reload."""
 
 
 def _chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
@@ -189,6 +196,22 @@ class CheckpointWriter:
             },
         )
         self._offsets = upsert(processor_offsets, ["consumer", "partition"], {"next_offset": True})
+
+    def check_offsets(self, conn: sa.Connection, consumer: str, expected: Mapping[int, int]) -> None:
+        """Lock `consumer`'s offset rows and raise `StaleCheckpoint` unless they hold `expected`
+        (a partition without a row counts as offset 0). Run first in the commit's transaction. Blocks."""
+        query = sa.select(processor_offsets.c.partition, processor_offsets.c.next_offset).where(
+            processor_offsets.c.consumer == consumer
+        )
+        if self._postgres:
+            query = query.with_for_update()
+        stored = {int(p): int(o) for p, o in conn.execute(query)}
+        for partition in sorted(set(stored) | set(expected)):
+            if stored.get(partition, 0) != expected.get(partition, 0):
+                raise StaleCheckpoint(
+                    f"consumer {consumer!r} has offset {stored.get(partition, 0)} stored for partition "
+                    f"{partition}, expected {expected.get(partition, 0)}: another processor committed it"
+                )
 
     def write(self, conn: sa.Connection, cp: Checkpoint, now: float) -> None:
         """Write every part of `cp` on `conn`, inside the caller's (write) transaction. Blocks."""

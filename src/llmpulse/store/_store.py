@@ -117,7 +117,7 @@ class Store:
 
     # -- writing ---------------------------------------------------------------------------------------
 
-    def commit(self, checkpoint: Checkpoint) -> None:
+    def commit(self, checkpoint: Checkpoint, *, expect_offsets: Mapping[int, int] | None = None) -> None:
         """Write a checkpoint in ONE transaction: all of it, or (on any error) none of it. Blocks.
 
         Window deltas are added to the stored windows (counters add, histograms merge bucket by
@@ -126,8 +126,14 @@ class Store:
         The dedup keys become one chunk row; counters add; the watermark keeps the maximum; the
         offsets are set.
 
+        With `expect_offsets` the commit is fenced: the consumer's stored offsets are locked first and
+        must equal `expect_offsets` (what this processor loaded or last committed), else nothing is
+        written and `StaleCheckpoint` is raised. A processor that lost its partitions without noticing
+        (a consumer-group member whose session expired) thus cannot count them a second time.
+
         Raises:
             StoreUnavailable: the database is unreachable or busy (retry the same checkpoint).
+            StaleCheckpoint: (fenced commits) another processor committed this consumer meanwhile.
             StoreIntegrityError, StoreError: the database rejected the checkpoint.
         """
         with (
@@ -135,6 +141,8 @@ class Store:
             translate_errors("committing a checkpoint"),
             write_transaction(self._engine) as conn,
         ):
+            if expect_offsets is not None:
+                self._writer.check_offsets(conn, checkpoint.consumer, expect_offsets)
             self._writer.write(conn, checkpoint, time.time())
         self._windows_written += len(checkpoint.windows)
 
@@ -153,6 +161,12 @@ class Store:
         return int(result.rowcount)
 
     # -- reading ---------------------------------------------------------------------------------------
+
+    def consumers(self) -> set[str]:
+        """The processors (consumer names) that have committed offsets to this store. Blocks."""
+        with self._reading("listing consumers") as conn:
+            query = sa.select(processor_offsets.c.consumer).distinct()
+            return {str(c) for (c,) in conn.execute(query)}
 
     def load_state(self, consumer: str, now: float) -> ProcessorState:
         """What `consumer` committed: offsets, pending entries, unexpired dedup keys, watermark. Blocks.

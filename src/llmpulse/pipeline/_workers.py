@@ -1,0 +1,392 @@
+"""Processor workers in a Kafka consumer group (scale-out mode): ``llmpulse process``.
+
+Units of work
+    The unit that moves between workers is one Kafka partition *number* p: partition p of
+    ``llm.requests``, ``llm.responses`` and ``llm.calls`` (protocol partitions ``3p``, ``3p + 1``,
+    ``3p + 2``). A request and its response share p (same key, equal partition counts), so the join is
+    local to the unit. Each unit has its own `ProcessorCore` and its own identity in the store,
+    ``group:<group>/<p>`` (`unit_consumer`): its offsets, pending joins, dedup keys and watermark are
+    stored under that name, which is how per-partition state moves with the partition. No schema
+    change was needed: every processor table is already keyed by consumer.
+
+Assignment
+    Workers subscribe to the three topics with the ``range`` assignor, which gives a member the same
+    partition numbers of every topic when the counts are equal (`ensure_topics` refuses unequal
+    counts). A worker still checks: it takes only the partition numbers whose three topic-partitions
+    it was given, and logs (and leaves unread) any other. On assignment it loads each unit's state
+    from the store and seeks the three topic-partitions to the stored offsets (the beginning when none
+    are stored). On revocation it commits every unit and drops them; when the assignment is lost
+    (session expired) it drops them without committing.
+
+Commits
+    Every `checkpoint_interval_s` (and at least once a second, so orphan timeouts fire on the
+    processor's clock) each unit commits its window deltas, pending joins, dedup keys and its three
+    offsets in one store transaction, fenced on the offsets it loaded or last committed
+    (`Store.commit(expect_offsets=…)`): a worker that lost a unit without noticing cannot commit it
+    again. Windows from several units merge additively in the store. A failed commit reloads the unit
+    from the store and seeks back to its stored offsets: what was not committed is read again and
+    counted once. Nothing is committed to Kafka: the offsets belong in the store.
+
+Window ``late`` counts use each unit's own watermark (the highest event time of its partition), so
+they may differ from the single-processor mode's; every other figure is independent of how the
+partitions are spread over workers.
+
+Errors: `WorkerError` (a `PipelineError`) when the store refuses a group worker (the single
+in-process processor of ``serve --broker`` already aggregates into it) or a unit's state cannot be
+loaded; `LogUnavailable` when the broker does not answer at start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
+
+import msgspec
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from llmpulse.events import Event
+from llmpulse.pipeline._errors import PipelineError
+from llmpulse.pipeline._kafka_log import (
+    TOPICS,
+    KafkaLogConfig,
+    decode_event,
+    ensure_topics,
+    log_partition,
+)
+from llmpulse.pipeline._processor import ProcessorConfig, ProcessorCore
+from llmpulse.pipeline._runner import GROUP_CONSUMER_PREFIX
+from llmpulse.pricing import Pricer
+from llmpulse.store import Checkpoint, ProcessorState, StoreError
+from llmpulse.store._commit import StaleCheckpoint
+
+_log = logging.getLogger(__name__)
+_client_log = logging.getLogger(f"{__name__}.librdkafka")
+
+#: The consumer group workers join unless told otherwise (``--group``, ``CONSUMER_GROUP``).
+DEFAULT_GROUP: Final = "llmpulse-processor"
+#: The store consumer name of ``serve --broker``'s in-process processor (it reads every partition).
+SINGLE_CONSUMER: Final = "kafka"
+_BATCH: Final = 2_000
+_LOAD_ATTEMPTS: Final = 8
+
+
+class WorkerError(PipelineError):
+    """A group worker cannot run: the store belongs to another kind of processor, or a unit's state
+    cannot be loaded."""
+
+
+def unit_consumer(group: str, kafka_partition: int) -> str:
+    """The store identity of partition number `kafka_partition` in consumer group `group`."""
+    return f"{GROUP_CONSUMER_PREFIX}{group}/{kafka_partition}"
+
+
+class WorkerStore(Protocol):
+    """What a worker needs of a store (`llmpulse.store.Store` has it)."""
+
+    def consumers(self) -> set[str]:
+        """Consumer names with committed offsets. Blocks."""
+        ...
+
+    def load_state(self, consumer: str, now: float) -> ProcessorState:
+        """The last committed state of `consumer`. Blocks."""
+        ...
+
+    def commit(self, checkpoint: Checkpoint, *, expect_offsets: Mapping[int, int] | None = None) -> None:
+        """Write a checkpoint in one transaction (fenced on `expect_offsets`). Blocks."""
+        ...
+
+
+@dataclass
+class _Unit:
+    """One partition number's processor and positions."""
+
+    partition: int
+    consumer: str
+    core: ProcessorCore
+    offsets: dict[int, int]
+    committed: dict[int, int]
+    dirty: bool = False
+    events: int = 0
+    started: dict[int, bool] = field(default_factory=dict)
+
+
+class GroupWorker:
+    """A processor worker in a Kafka consumer group; `run` blocks until its stop event is set.
+
+    Args:
+        config: the broker and topic settings (its session timeout is the group's).
+        store: where units' state and windows are committed.
+        group: the consumer group id.
+        processor: the processor core's settings.
+        pricer: cost lookups (a default `Pricer` if None).
+        checkpoint_interval_s: the longest time between a unit's commits while events flow.
+        clock: wall clock in epoch seconds (the processor's clock: orphan timeouts use it).
+    """
+
+    def __init__(
+        self,
+        config: KafkaLogConfig,
+        store: WorkerStore,
+        *,
+        group: str = DEFAULT_GROUP,
+        processor: ProcessorConfig | None = None,
+        pricer: Pricer | None = None,
+        checkpoint_interval_s: float = 0.5,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not group or len(group) > 200:
+            raise ValueError(f"group must be 1 to 200 characters, got {group!r}")
+        if checkpoint_interval_s <= 0:
+            raise ValueError(f"checkpoint_interval_s must be positive, got {checkpoint_interval_s!r}")
+        self._config = config
+        self._store = store
+        self._group = group
+        self._processor = processor or ProcessorConfig()
+        self._pricer = pricer or Pricer()
+        self._interval = checkpoint_interval_s
+        self._clock = clock
+        self._units: dict[int, _Unit] = {}
+        self._consumer: Consumer | None = None
+        self._stop = threading.Event()
+        self._last_commit = 0.0
+        self._last_forced = 0.0
+        self._processed = 0
+        self._commits = 0
+        self._failures = 0
+        self._undecodable = 0
+        self._skipped = 0
+
+    @property
+    def group(self) -> str:
+        """The consumer group id."""
+        return self._group
+
+    def assigned(self) -> list[int]:
+        """The partition numbers this worker processes now. Does not block."""
+        return sorted(self._units)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: events processed, commits, failed commits, undecodable and skipped messages."""
+        return {
+            "group": self._group,
+            "partitions": self.assigned(),
+            "processed_events": self._processed,
+            "commits": self._commits,
+            "failures": self._failures,
+            "undecodable_messages": self._undecodable,
+            "skipped_messages": self._skipped,
+        }
+
+    def check_store(self) -> None:
+        """Raise `WorkerError` if ``serve --broker``'s single processor has committed to the store:
+        both counting the same topics would count every event twice. Blocks."""
+        if SINGLE_CONSUMER in self._store.consumers():
+            raise WorkerError(
+                f"the store already holds the offsets of consumer {SINGLE_CONSUMER!r} (the in-process "
+                "processor of 'llmpulse serve --broker'); group workers would count its events again. "
+                "Run serve with --no-processor and use a fresh store, or keep the single processor"
+            )
+
+    def stop(self) -> None:
+        """Ask `run` to commit, leave the group and return. Does not block (safe in a signal handler)."""
+        self._stop.set()
+
+    def run(self, *, connect_timeout_s: float = 10.0) -> None:
+        """Join the group and process until `stop`; then commit every unit and leave the group.
+
+        Blocks. Raises `LogUnavailable` when the broker does not answer within `connect_timeout_s`,
+        `WorkerError` as `check_store` does.
+        """
+        self.check_store()
+        admin = AdminClient({"bootstrap.servers": self._config.bootstrap_servers})
+        ensure_topics(admin, self._config, connect_timeout_s)
+        settings = {
+            **self._config.consumer_config(self._group),
+            "partition.assignment.strategy": "range",
+            "logger": _client_log,
+        }
+        consumer = Consumer(settings)
+        self._consumer = consumer
+        consumer.subscribe(
+            list(TOPICS), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+        _log.info("worker joined consumer group %r", self._group)
+        try:
+            while not self._stop.is_set():
+                messages = consumer.consume(_BATCH, 0.1)
+                if messages:
+                    self._handle(messages)
+                now = time.monotonic()
+                if now - self._last_commit >= self._interval:
+                    force = now - self._last_forced >= 1.0  # so orphan timeouts fire while idle
+                    self._commit_all(force=force)
+                    self._last_commit = now
+                    if force:
+                        self._last_forced = now
+            self._commit_all(force=True)
+        finally:
+            consumer.close()  # revokes (commits again: nothing is dirty) and leaves the group
+            self._consumer = None
+            _log.info("worker left consumer group %r", self._group)
+
+    # -- assignment ----------------------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        topics: dict[int, set[str]] = {}
+        for tp in partitions:
+            topics.setdefault(tp.partition, set()).add(tp.topic)
+        complete = sorted(p for p, ts in topics.items() if ts == set(TOPICS))
+        for p in sorted(set(topics) - set(complete)):
+            _log.error(
+                "assigned only %s of partition %d: not processing it (a request and its response must "
+                "be read by one worker); check that the group uses the range assignor",
+                sorted(topics[p]), p,
+            )  # fmt: skip
+        assign: list[TopicPartition] = []
+        for p in complete:
+            unit = self._load(p)
+            self._units[p] = unit
+            for topic in TOPICS:
+                lp = log_partition(topic, p)
+                offset = unit.offsets.get(lp)
+                assign.append(TopicPartition(topic, p, OFFSET_BEGINNING if offset is None else offset))
+                unit.offsets.setdefault(lp, 0)
+            unit.committed = dict(unit.offsets)
+        consumer.assign(assign)
+        _log.info("assigned partitions %s", complete)
+
+    def _load(self, p: int) -> _Unit:
+        name = unit_consumer(self._group, p)
+        for attempt in range(_LOAD_ATTEMPTS):
+            try:
+                state = self._store.load_state(name, self._clock())
+                break
+            except StoreError as exc:
+                if attempt == _LOAD_ATTEMPTS - 1:
+                    raise WorkerError(f"cannot load the state of partition {p}: {exc}") from exc
+                _log.warning("loading the state of partition %d failed (%s); retrying", p, exc)
+                time.sleep(min(2.0, 0.1 * 2**attempt))
+        mine = {lp: o for lp, o in state.offsets.items() if lp // 3 == p}
+        core = ProcessorCore(self._processor, self._pricer, state)
+        return _Unit(p, name, core, dict(mine), dict(mine))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._commit_all(force=False)
+        self._units.clear()
+        consumer.unassign()
+        _log.info("partitions revoked")
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        _log.warning("assignment lost (session expired?): dropping uncommitted state")
+        self._units.clear()
+        consumer.unassign()
+
+    # -- processing ----------------------------------------------------------------------------
+
+    def _handle(self, messages: Iterable[Message]) -> None:
+        now = self._clock()
+        batch: list[Event] = []
+        batch_unit: _Unit | None = None
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    _log.debug("Kafka consumer: %s", error.str())
+                continue
+            topic = message.topic() or ""
+            p = message.partition() or 0
+            unit = self._units.get(p)
+            lp = log_partition(topic, p)
+            offset = message.offset() or 0
+            if unit is None or offset < unit.offsets[lp]:
+                self._skipped += 1  # revoked meanwhile, or fetched before a seek back
+                continue
+            if unit is not batch_unit and batch_unit is not None and batch:
+                batch_unit.core.process(batch, now)
+                batch = []
+            batch_unit = unit
+            try:
+                batch.append(decode_event(topic, message.value() or b""))
+            except msgspec.MsgspecError as exc:
+                self._undecodable += 1
+                _log.warning("skipping an undecodable message at %s[%d]@%d: %s", topic, p, offset, exc)
+            unit.offsets[lp] = offset + 1
+            unit.dirty = True
+            unit.events += 1
+            self._processed += 1
+        if batch_unit is not None and batch:
+            batch_unit.core.process(batch, now)
+
+    def _commit_all(self, *, force: bool) -> None:
+        for p in list(self._units):
+            unit = self._units.get(p)
+            if unit is not None and (unit.dirty or force):
+                self._commit(unit)
+
+    def _commit(self, unit: _Unit) -> None:
+        now = self._clock()
+        unit.core.expire(now)
+        checkpoint = unit.core.checkpoint(unit.consumer, dict(unit.offsets), now)
+        try:
+            self._store.commit(checkpoint, expect_offsets=unit.committed)
+        except StaleCheckpoint as exc:
+            self._failures += 1
+            _log.error("partition %d belongs to another worker now (%s); dropping it", unit.partition, exc)
+            self._drop(unit)
+            return
+        except StoreError as exc:
+            self._failures += 1
+            _log.error(
+                "committing partition %d failed (%s); reloading it from the store", unit.partition, exc
+            )
+            self._reload(unit)
+            return
+        unit.committed = dict(unit.offsets)
+        unit.dirty = False
+        self._commits += 1
+
+    def _drop(self, unit: _Unit) -> None:
+        """Stop processing a unit: its messages are skipped (and no longer fetched) until the next
+        assignment hands it out again."""
+        self._units.pop(unit.partition, None)
+        if self._consumer is not None:
+            with contextlib.suppress(KafkaException):
+                self._consumer.pause([TopicPartition(t, unit.partition) for t in TOPICS])
+
+    def _reload(self, unit: _Unit) -> None:
+        """Throw away the unit's uncommitted state: load it from the store, seek back to its offsets."""
+        try:
+            fresh = self._load(unit.partition)
+        except WorkerError as exc:
+            _log.error("%s; leaving the partition unprocessed until the next rebalance", exc)
+            self._drop(unit)
+            return
+        for lp in unit.offsets:
+            fresh.offsets.setdefault(lp, 0)
+        fresh.committed = dict(fresh.offsets)
+        self._units[unit.partition] = fresh
+        consumer = self._consumer
+        if consumer is None:
+            return
+        try:
+            for topic in TOPICS:  # seeking also discards what was fetched beyond the stored offsets
+                consumer.seek(
+                    TopicPartition(topic, unit.partition, fresh.offsets[log_partition(topic, unit.partition)])
+                )
+        except KafkaException as exc:
+            _log.warning(
+                "seeking partition %d back failed (%s); re-assigning every partition", unit.partition, exc
+            )
+            consumer.assign(
+                [
+                    TopicPartition(topic, u.partition, u.offsets[log_partition(topic, u.partition)])
+                    for u in self._units.values()
+                    for topic in TOPICS
+                ]
+            )
