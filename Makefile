@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test lint typecheck pytest bench clean test-deps
+.PHONY: run test lint typecheck pytest bench clean test-deps fuzz
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ pytest: $(VENV)/.installed-test test-deps
 	$(BIN)/pytest -q
 
 test: lint typecheck pytest
+
+# a long schemathesis run against the OpenAPI document (make test runs a short one): no answer may be a 5xx
+FUZZ_EXAMPLES ?= 1000
+fuzz: $(VENV)/.installed-test
+	LLMPULSE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q --timeout=1800 tests/server/test_fuzz.py
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python -m bench

@@ -113,6 +113,16 @@ def _check_metadata(metadata: dict[str, Any] | None, limits: Limits) -> None:
     depth = _depth(metadata, limits.max_metadata_depth)
     if depth > limits.max_metadata_depth:
         raise EventValidationError(f"`metadata` nests deeper than {limits.max_metadata_depth} levels")
+    _check_storable(metadata, "metadata")
+
+
+def _check_storable(value: dict[str, Any], name: str) -> None:
+    """Refuse a free-form object the event log's MessagePack cannot hold (an integer beyond 64 bits),
+    which JSON allows: it would fail later, when the log or the processor encodes the event."""
+    try:
+        _log_encoder.encode(value)
+    except OverflowError:
+        raise EventValidationError(f"`{name}` holds an integer outside the 64-bit range") from None
 
 
 class _Window:
@@ -141,7 +151,11 @@ def _check(event: Event, window: _Window) -> Event:
             "(raise the server's max event age to backfill)"
         )
     if type(event) is LLMResponse:
+        if isinstance(event.error, dict):
+            _check_storable(event.error, "error")
         return event
+    if type(event) is LLMCall and isinstance(event.error, dict):
+        _check_storable(event.error, "error")
     if event.metadata:  # type: ignore[union-attr]
         _check_metadata(event.metadata, window.limits)  # type: ignore[union-attr]
     if type(event) is LLMCall and event.request_id is None:

@@ -226,6 +226,8 @@ class Gate:
             return None
         if self._store is None:  # before the lifespan opened the store nothing is known: fail closed
             return error_response(503, "the server is starting", headers=retry_after_header(1))
+        if b"%00" in scope.get("query_string", b""):  # Postgres cannot compare with a NUL character
+            return error_response(422, "query parameters may not contain a NUL character (%00)")
         try:
             caller = await self._authenticate(scope)
         except ApiError as exc:

@@ -11,7 +11,8 @@ Two limits of `RequestLimits` (the app's ``settings.request_limits``) hold too: 
 arrive within `body_read_timeout_s` of the first read (408 otherwise: a slow client cannot hold a
 connection and its buffer open indefinitely), and a JSON body may nest arrays and objects at most
 `max_json_depth` deep (400; checked at C speed before any decoder recurses into it). Refusals that
-leave the body unread (408, 413) close the connection.
+leave the body unread (408, 413) close the connection. A JSON event body may not contain a NUL
+character (``\u0000``; 422): Postgres cannot store one.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ _GZIP: Final = frozenset({"gzip", "x-gzip"})
 _IDENTITY: Final = frozenset({"", "identity"})
 #: Headers of a refusal sent before the whole body was read: the connection cannot be reused.
 _CLOSE: Final = {"Connection": "close"}
+#: A NUL character as JSON writes it. Postgres cannot store one in a text column, so a tenant, route,
+#: model or request id holding one would fail every processor commit: refused at the door instead.
+_NUL_ESCAPE: Final = b"\\u0000"
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +133,10 @@ async def read_body(request: Request, max_bytes: int, *, allow_ndjson: bool) -> 
         data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ApiError(400, f"request body is not valid UTF-8 (byte {exc.start})") from None
+    if _NUL_ESCAPE in data:
+        raise ApiError(
+            422, "request body contains a NUL character (\\u0000): names, ids and texts may not hold one"
+        )
     check_json_depth(data, _request_limits(request).max_json_depth)
     return Body(data, ndjson)
 
