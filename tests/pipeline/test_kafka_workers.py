@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -26,9 +27,9 @@ import pytest
 
 from llmpulse.events import Event
 from llmpulse.pipeline import KafkaEventLog, KafkaLogConfig, PipelineError, ProcessorRunner, SQLiteEventLog
-from llmpulse.pipeline._kafka_log import TOPICS
+from llmpulse.pipeline._kafka_log import TOPIC_METRICS, TOPICS
 from llmpulse.pipeline._workers import GroupWorker, WorkerError, unit_consumer
-from llmpulse.store import Checkpoint, Store, WindowDelta, WindowKey
+from llmpulse.store import Checkpoint, Store, WindowDelta, WindowKey, metrics_row
 from llmpulse.store._commit import StaleCheckpoint
 from llmpulse.testing.traffic import generate_events, iter_batches
 from tests.kafka_broker import TansuBroker
@@ -220,6 +221,8 @@ def test_a_fenced_commit_writes_nothing_when_another_processor_committed_meanwhi
         assert store.load_state(consumer, 0.0).offsets == {6: 12, 7: 4}
         assert store.query_windows("t")[0].delta.requests == 2
         assert store.consumers() == {consumer}
+        other = WindowKey("t", "r", "m2", 600)
+        assert [w.key for w in store.windows([key, other])] == [key]
 
 
 def test_a_single_processor_refuses_a_store_that_group_workers_commit_to(
@@ -366,3 +369,47 @@ def test_a_worker_joining_and_another_leaving_end_with_the_oracle_windows(
         assert [w.terminate() for w in workers[1:]] == [0, 0]
         assert "partitions revoked" in workers[1].output()
     _check_final(pg_url, expected)
+    _check_published(broker, pg_url, expected)
+
+
+def _published_rows(broker: TansuBroker) -> list[dict[str, Any]]:
+    """Every row in llm.metrics (read from the beginning until nothing came for 2 s)."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    consumer = Consumer(
+        {"bootstrap.servers": broker.bootstrap, "group.id": "check", "enable.auto.commit": False}
+    )
+    try:
+        n = len(consumer.list_topics(TOPIC_METRICS, timeout=10).topics[TOPIC_METRICS].partitions)
+        consumer.assign([TopicPartition(TOPIC_METRICS, p, OFFSET_BEGINNING) for p in range(n)])
+        rows: list[dict[str, Any]] = []
+        quiet_until = time.monotonic() + 3
+        while time.monotonic() < quiet_until:
+            for message in consumer.consume(1000, 0.2):
+                if message.error() is None:
+                    rows.append(json.loads(message.value() or b"{}"))
+                    quiet_until = time.monotonic() + 2
+        return rows
+    finally:
+        consumer.close()
+
+
+def _check_published(broker: TansuBroker, db: str, expected: Expected) -> None:
+    """Each window's final stored state was published to llm.metrics, shaped like a /v1/metrics row."""
+    published: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
+    for row in _published_rows(broker):
+        row.pop("final")
+        assert isinstance(row.pop("updated_at"), float)
+        published.setdefault((row["tenant_id"], row["route"], row["model"], row["window_start"]), []).append(
+            row
+        )
+    with Store.open(db) as store:
+        stored = [
+            w for t in {k.tenant_id for k in expected.windows} for w in store.query_windows(t, limit=100_000)
+        ]
+    assert stored
+    for w in stored:
+        want = metrics_row(w, now=datetime.now(UTC), final_after_s=0)
+        want.pop("final")
+        key = (want["tenant_id"], want["route"], want["model"], want["window_start"])
+        assert want in published.get(key, []), key

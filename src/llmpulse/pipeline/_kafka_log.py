@@ -67,6 +67,8 @@ _client_log = logging.getLogger(f"{__name__}.librdkafka")
 TOPIC_REQUESTS: Final = "llm.requests"
 TOPIC_RESPONSES: Final = "llm.responses"
 TOPIC_CALLS: Final = "llm.calls"
+#: Window updates published by processor workers (`llmpulse.pipeline._workers`), not an event topic.
+TOPIC_METRICS: Final = "llm.metrics"
 #: The event topics, in the order that numbers protocol partitions (``3 * p + index``).
 TOPICS: Final = (TOPIC_REQUESTS, TOPIC_RESPONSES, TOPIC_CALLS)
 DEFAULT_PARTITIONS: Final = 6

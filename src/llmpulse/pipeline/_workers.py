@@ -27,6 +27,15 @@ Commits
     from the store and seeks back to its stored offsets: what was not committed is read again and
     counted once. Nothing is committed to Kafka: the offsets belong in the store.
 
+Publishing
+    After each successful commit the worker reads back the windows the checkpoint touched and
+    publishes each, whole, to ``llm.metrics`` as JSON shaped like a ``/v1/metrics`` row (plus
+    ``updated_at``, epoch seconds), keyed ``tenant/route/model/window_start``. The store is never
+    affected: a failed publish is logged and counted (``publish_failures``). Rows are full states,
+    so a lost row is repaired by the window's next update; but a crash between a commit and its
+    publish leaves the topic one update behind for a window that is not updated again, and with
+    several workers two rows of one window may reach the topic out of order. The store is the truth.
+
 Window ``late`` counts use each unit's own watermark (the highest event time of its partition), so
 they may differ from the single-processor mode's; every other figure is independent of how the
 partitions are spread over workers.
@@ -44,15 +53,25 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
 import msgspec
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from llmpulse.events import Event
 from llmpulse.pipeline._errors import PipelineError
 from llmpulse.pipeline._kafka_log import (
+    TOPIC_METRICS,
     TOPICS,
     KafkaLogConfig,
     decode_event,
@@ -62,16 +81,19 @@ from llmpulse.pipeline._kafka_log import (
 from llmpulse.pipeline._processor import ProcessorConfig, ProcessorCore
 from llmpulse.pipeline._runner import GROUP_CONSUMER_PREFIX
 from llmpulse.pricing import Pricer
-from llmpulse.store import Checkpoint, ProcessorState, StoreError
+from llmpulse.store import Checkpoint, ProcessorState, StoredWindow, StoreError, WindowKey, metrics_row
 from llmpulse.store._commit import StaleCheckpoint
 
 _log = logging.getLogger(__name__)
 _client_log = logging.getLogger(f"{__name__}.librdkafka")
+_json: Final = msgspec.json.Encoder()
 
 #: The consumer group workers join unless told otherwise (``--group``, ``CONSUMER_GROUP``).
 DEFAULT_GROUP: Final = "llmpulse-processor"
 #: The store consumer name of ``serve --broker``'s in-process processor (it reads every partition).
 SINGLE_CONSUMER: Final = "kafka"
+#: A published row is ``final`` once its window ended this long plus the orphan timeout ago (as the API).
+FINAL_GRACE_S: Final = 60.0
 _BATCH: Final = 2_000
 _LOAD_ATTEMPTS: Final = 8
 
@@ -101,6 +123,10 @@ class WorkerStore(Protocol):
         """Write a checkpoint in one transaction (fenced on `expect_offsets`). Blocks."""
         ...
 
+    def windows(self, keys: Iterable[WindowKey]) -> list[StoredWindow]:
+        """The stored windows of `keys`. Blocks."""
+        ...
+
 
 @dataclass
 class _Unit:
@@ -126,6 +152,7 @@ class GroupWorker:
         processor: the processor core's settings.
         pricer: cost lookups (a default `Pricer` if None).
         checkpoint_interval_s: the longest time between a unit's commits while events flow.
+        publish_metrics: publish committed window updates to ``llm.metrics``.
         clock: wall clock in epoch seconds (the processor's clock: orphan timeouts use it).
     """
 
@@ -138,6 +165,7 @@ class GroupWorker:
         processor: ProcessorConfig | None = None,
         pricer: Pricer | None = None,
         checkpoint_interval_s: float = 0.5,
+        publish_metrics: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not group or len(group) > 200:
@@ -161,6 +189,10 @@ class GroupWorker:
         self._failures = 0
         self._undecodable = 0
         self._skipped = 0
+        self._publish = publish_metrics
+        self._producer: Producer | None = None
+        self._published = 0
+        self._publish_failures = 0
 
     @property
     def group(self) -> str:
@@ -181,6 +213,8 @@ class GroupWorker:
             "failures": self._failures,
             "undecodable_messages": self._undecodable,
             "skipped_messages": self._skipped,
+            "published_rows": self._published,
+            "publish_failures": self._publish_failures,
         }
 
     def check_store(self) -> None:
@@ -206,6 +240,8 @@ class GroupWorker:
         self.check_store()
         admin = AdminClient({"bootstrap.servers": self._config.bootstrap_servers})
         ensure_topics(admin, self._config, connect_timeout_s)
+        if self._publish:
+            self._producer = self._metrics_producer(admin, connect_timeout_s)
         settings = {
             **self._config.consumer_config(self._group),
             "partition.assignment.strategy": "range",
@@ -233,6 +269,10 @@ class GroupWorker:
         finally:
             consumer.close()  # revokes (commits again: nothing is dirty) and leaves the group
             self._consumer = None
+            if self._producer is not None:
+                left = self._producer.flush(self._config.delivery_timeout_s)
+                self._publish_failures += left
+                self._producer = None
             _log.info("worker left consumer group %r", self._group)
 
     # -- assignment ----------------------------------------------------------------------------
@@ -350,6 +390,54 @@ class GroupWorker:
         unit.committed = dict(unit.offsets)
         unit.dirty = False
         self._commits += 1
+        if self._producer is not None and checkpoint.windows:
+            self._publish_windows(self._producer, checkpoint.windows)
+
+    # -- llm.metrics ---------------------------------------------------------------------------
+
+    def _metrics_producer(self, admin: AdminClient, timeout: float) -> Producer:
+        config = self._config
+        try:
+            if TOPIC_METRICS not in admin.list_topics(timeout=timeout).topics:
+                future = admin.create_topics(
+                    [NewTopic(TOPIC_METRICS, config.partitions, config.replication_factor)],
+                    request_timeout=timeout,
+                )[TOPIC_METRICS]
+                future.result(timeout)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                _log.warning("could not create %s (%s); publishing may fail", TOPIC_METRICS, exc)
+        settings = {**config.producer_config(), "logger": _client_log}
+        return Producer(settings)
+
+    def _delivered(self, error: KafkaError | None, _message: Message) -> None:
+        if error is None:
+            self._published += 1
+        else:
+            self._publish_failures += 1
+            _log.warning("a window update was not published to %s: %s", TOPIC_METRICS, error.str())
+
+    def _publish_windows(self, producer: Producer, deltas: Mapping[WindowKey, object]) -> None:
+        """Publish the committed state of the windows a checkpoint touched. Never raises."""
+        try:
+            stored = self._store.windows(deltas)
+        except StoreError as exc:
+            self._publish_failures += len(deltas)
+            _log.warning("window updates not published: reading them back failed (%s)", exc)
+            return
+        now = datetime.now(UTC)
+        final_after_s = self._processor.orphan_timeout_s + FINAL_GRACE_S
+        for w in stored:
+            row = metrics_row(w, now=now, final_after_s=final_after_s)
+            row["updated_at"] = w.updated_at.timestamp()
+            k = w.key
+            key = f"{k.tenant_id}/{k.route}/{k.model}/{k.window_start}".encode()
+            try:
+                producer.produce(TOPIC_METRICS, _json.encode(row), key=key, on_delivery=self._delivered)
+            except (BufferError, KafkaException) as exc:
+                self._publish_failures += 1
+                _log.warning("a window update was not published to %s: %s", TOPIC_METRICS, exc)
+        producer.poll(0)
 
     def _drop(self, unit: _Unit) -> None:
         """Stop processing a unit: its messages are skipped (and no longer fetched) until the next

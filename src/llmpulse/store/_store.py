@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -216,6 +216,22 @@ class Store:
     def _reading(self, action: str) -> Iterator[sa.Connection]:
         with self._serial, translate_errors(action), self._engine.connect() as conn:
             yield conn
+
+    def windows(self, keys: Iterable[WindowKey]) -> list[StoredWindow]:
+        """The stored windows of `keys` (those that exist), in no particular order. Blocks."""
+        by_start: dict[tuple[str, int], set[tuple[str, str]]] = {}
+        for k in keys:
+            by_start.setdefault((k.tenant_id, k.window_start), set()).add((k.route, k.model))
+        found: list[StoredWindow] = []
+        with self._reading("reading windows") as conn:
+            for (tenant, start), wanted in sorted(by_start.items()):
+                query = sa.select(windows).where(
+                    windows.c.tenant_id == tenant, windows.c.window_start == start
+                )
+                for row in conn.execute(query).mappings():
+                    if (row["route"], row["model"]) in wanted:
+                        found.append(_stored(row))
+        return found
 
     def query_windows(
         self,
