@@ -6,12 +6,14 @@ windows and offsets to the shared store (docs/scale-out.md). Start as many as th
 Flags override environment variables: ``KAFKA_BROKERS`` (``--broker``), ``LLMPULSE_DB`` then
 ``POSTGRES_DSN`` (``--db``), ``CONSUMER_GROUP`` (``--group``, default ``llmpulse-processor``),
 ``LLMPULSE_ORPHAN_TIMEOUT_S`` (``--orphan-timeout``), ``LLMPULSE_KAFKA_SESSION_TIMEOUT_S``
-(``--session-timeout``). SIGTERM or SIGINT: commit every partition, leave the group, exit 0.
+(``--session-timeout``). SIGTERM or SIGINT: commit every partition, leave the group, exit 0. SIGUSR1:
+print every thread's stack on stderr (a worker that seems stuck).
 """
 
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import math
 import os
@@ -89,6 +91,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> int:
             w.stop()
 
     # installed first: a signal while the worker starts (migrations, joining) still ends it cleanly
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1: stacks on stderr
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         return _run(args, os.environ if env is None else env, stopping, workers)
