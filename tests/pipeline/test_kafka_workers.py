@@ -31,10 +31,17 @@ from typing import Any
 import pytest
 
 from llmpulse.events import Event
-from llmpulse.pipeline import KafkaEventLog, KafkaLogConfig, PipelineError, ProcessorRunner, SQLiteEventLog
+from llmpulse.pipeline import (
+    KafkaEventLog,
+    KafkaLogConfig,
+    PipelineError,
+    ProcessorConfig,
+    ProcessorRunner,
+    SQLiteEventLog,
+)
 from llmpulse.pipeline._kafka_log import TOPIC_METRICS, TOPICS
 from llmpulse.pipeline._workers import GroupWorker, WorkerError, unit_consumer
-from llmpulse.store import Checkpoint, Store, WindowDelta, WindowKey, metrics_row
+from llmpulse.store import Checkpoint, Store, StoreUnavailable, WindowDelta, WindowKey, metrics_row
 from llmpulse.store._commit import StaleCheckpoint
 from llmpulse.testing.traffic import generate_events, iter_batches
 from tests.kafka_broker import TansuBroker
@@ -418,3 +425,63 @@ def _check_published(broker: TansuBroker, db: str, expected: Expected) -> None:
         want.pop("final")
         key = (want["tenant_id"], want["route"], want["model"], want["window_start"])
         assert want in published.get(key, []), key
+
+
+class _FlakyStore:
+    """A `Store` whose every `fail_every`-th commit fails as if the database had gone away."""
+
+    def __init__(self, store: Store, fail_every: int) -> None:
+        self.store, self.fail_every, self.calls, self.failed = store, fail_every, 0, 0
+
+    def consumers(self) -> set[str]:
+        return self.store.consumers()
+
+    def load_state(self, consumer: str, now: float) -> Any:
+        return self.store.load_state(consumer, now)
+
+    def windows(self, keys: Any) -> Any:
+        return self.store.windows(keys)
+
+    def commit(self, checkpoint: Checkpoint, *, expect_offsets: Any = None) -> None:
+        self.calls += 1
+        if checkpoint.offsets and self.calls % self.fail_every == 0:
+            self.failed += 1
+            raise StoreUnavailable("the database went away (test)")
+        self.store.commit(checkpoint, expect_offsets=expect_offsets)
+
+
+@pytest.mark.slow
+def test_failed_commits_reload_the_partition_and_count_nothing_twice(
+    tmp_path: Path, broker: TansuBroker
+) -> None:
+    events = _events(3000, seed=61)
+    expected = expected_windows(events, unanswered_are_timeouts=True)
+    url = f"sqlite:///{tmp_path / 'flaky.db'}"
+    with Store.open(url) as store:
+        flaky = _FlakyStore(store, fail_every=4)
+        config = KafkaLogConfig(f"kafka://{broker.bootstrap}", session_timeout_s=SESSION_TIMEOUT_S)
+        worker = GroupWorker(
+            config, flaky, group="flaky", processor=ProcessorConfig(orphan_timeout_s=ORPHAN_TIMEOUT_S)
+        )
+        thread = threading.Thread(target=worker.run, daemon=True)
+        producer = _Producer(broker, events, pace_s=0.05)
+        producer.start()
+        thread.start()
+        try:
+            producer.join(60)
+            assert producer.error is None, producer.error
+            tenants = {k.tenant_id for k in expected.windows}
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    assert_matches(_stored(store, tenants), expected)
+                    break
+                except AssertionError:
+                    assert time.monotonic() < deadline, worker.stats()
+                    time.sleep(0.5)
+        finally:
+            worker.stop()
+            thread.join(30)
+        assert flaky.failed >= 3
+        assert worker.stats()["failures"] == flaky.failed
+        assert_matches(_stored(store, tenants), expected)
