@@ -334,3 +334,18 @@ def test_scoped_tenant_rules() -> None:
 )
 def test_is_loopback(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback
+
+
+def test_an_unreachable_store_makes_key_checks_503_without_details(
+    keyed: Keyed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llmpulse.store import StoreUnavailable
+
+    def down(key: str) -> None:
+        raise StoreUnavailable("looking up an API key: connection refused (SELECT ... FROM api_keys)")
+
+    monkeypatch.setattr(keyed.state.store.keys, "lookup", down)
+    response = keyed.client.get("/v1/metrics", headers=keyed.auth("alpha"))
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert response.json() == {"error": "cannot check the API key: the store is unavailable"}

@@ -445,3 +445,16 @@ def test_integers_beyond_64_bits_in_free_form_objects_are_422_per_item(client: T
     assert batch.json()["rejected"] == [
         {"index": 1, "error": "`error` holds an integer outside the 64-bit range"}
     ]
+
+
+@pytest.mark.parametrize("timestamp", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_timestamps_without_a_utc_equivalent_are_422_not_500(client: TestClient, timestamp: str) -> None:
+    single = client.post("/v1/llm/request", json=request_body(timestamp=timestamp))
+    assert single.status_code == 422
+    assert "timestamp" in single.json()["error"]
+    ndjson = "\n".join(json.dumps(i) for i in (call_body(), call_body(timestamp=timestamp))).encode()
+    batch = client.post("/v1/events", content=ndjson, headers={"content-type": "application/x-ndjson"})
+    assert batch.status_code == 207
+    assert "timestamp" in batch.json()["rejected"][0]["error"]
+    array = client.post("/v1/events", json=[call_body(timestamp=timestamp)])
+    assert array.status_code == 422

@@ -139,7 +139,10 @@ class _Window:
 def _check(event: Event, window: _Window) -> Event:
     ts = event.timestamp
     if ts.tzinfo is not UTC:
-        ts = ts.astimezone(UTC)
+        try:
+            ts = ts.astimezone(UTC)
+        except OverflowError:  # 0001-01-01T00:00:00+01:00 has no UTC datetime
+            raise EventValidationError(f"`timestamp` {ts.isoformat()} is out of range") from None
         event.timestamp = ts
     if ts > window.hi:
         raise EventValidationError(

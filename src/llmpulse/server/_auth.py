@@ -291,10 +291,9 @@ class Gate:
         try:
             found = await to_thread.run_sync(store.keys.lookup, token)
         except StoreError as exc:
+            _log.warning("could not look up an API key: %s", exc)  # the details stay in the server's log
             raise ApiError(
-                503,
-                f"cannot check the API key: the store is unavailable ({exc})",
-                headers=retry_after_header(1),
+                503, "cannot check the API key: the store is unavailable", headers=retry_after_header(1)
             ) from None
         caller = None if found is None or found.revoked else Principal(found.key_id, found.tenant_id)
         if len(self._cache) >= MAX_CACHED_KEYS:
