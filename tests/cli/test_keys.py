@@ -4,11 +4,13 @@ loopback without keys."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -199,3 +201,34 @@ def test_serve_help_mentions_insecure() -> None:
     assert {"create", "list", "revoke"} <= set(
         next(a for a in sub.choices["keys"]._actions if isinstance(a, argparse._SubParsersAction)).choices
     )
+
+
+def test_client_commands_send_the_api_key_from_the_flag_or_the_environment(
+    served: tuple[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url, db = served
+    with Store.open(db) as store:
+        _, key = store.keys.create("acme")
+    _wait_status(f"{url}/v1/metrics", 401)
+    query = ["query", "--url", url, "--tenant", "acme", "--json"]
+
+    assert main(query) != 0
+    assert "401" in capsys.readouterr().err
+    assert main([*query, "--api-key", key]) == 0
+    assert '"metrics"' in capsys.readouterr().out
+    assert main(["query", "--url", url, "--tenant", "globex", "--api-key", key]) != 0
+    assert "403" in capsys.readouterr().err
+
+    monkeypatch.setenv("LLMPULSE_API_KEY", key)
+    events = tmp_path / "events.jsonl"
+    stamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    event = {"type": "llm.request", "request_id": "r1", "tenant_id": "globex", "route": "chat"}
+    event |= {"model": "gpt-4o-mini", "timestamp": stamp, "prompt_tokens": 10}
+    events.write_text(json.dumps(event) + "\n")
+    assert main(["replay", str(events), "--url", url]) == 0
+    assert "sent 1, accepted 1, rejected 0" in capsys.readouterr().err
+    monkeypatch.delenv("LLMPULSE_API_KEY")
+    assert main(["replay", str(events), "--url", url]) != 0  # without the key: refused

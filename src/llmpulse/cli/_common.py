@@ -23,6 +23,8 @@ Subcommands: TypeAlias = "argparse._SubParsersAction[Any]"
 
 #: Environment variable naming the server the client commands talk to.
 ENV_URL: Final = "LLMPULSE_URL"
+#: The API key the client commands send when ``--api-key`` is not given (the SDK's name too).
+ENV_API_KEY: Final = "LLMPULSE_API_KEY"
 #: The server the client commands talk to when neither ``--url`` nor ``LLMPULSE_URL`` is given.
 DEFAULT_URL: Final = "http://127.0.0.1:8080"
 
@@ -33,12 +35,24 @@ def default_url() -> str:
 
 
 def add_url(parser: argparse.ArgumentParser) -> None:
-    """Add the ``--url`` option (the server's base URL)."""
+    """Add the ``--url`` option (the server's base URL) and ``--api-key`` (its API key, if any)."""
     parser.add_argument(
         "--url",
         default=default_url(),
         help=f"the server's base URL (default: ${ENV_URL} or {DEFAULT_URL})",
     )
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get(ENV_API_KEY) or None,
+        metavar="KEY",
+        help=f"sent as Authorization: Bearer KEY, for a server with API keys (default: ${ENV_API_KEY})",
+    )
+
+
+def auth_headers(args: argparse.Namespace) -> dict[str, str]:
+    """The ``Authorization`` header for the ``--api-key`` of `args`, or no header without one."""
+    key = getattr(args, "api_key", None)
+    return {"Authorization": f"Bearer {key}"} if key else {}
 
 
 def positive_int(text: str) -> int:

@@ -20,6 +20,7 @@ import httpx
 from llmpulse.cli._common import (
     Subcommands,
     add_url,
+    auth_headers,
     err_console,
     fraction,
     non_negative_float,
@@ -91,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     console = err_console()
     seed = args.seed if args.seed is not None else random.getrandbits(32)
     spread = max(args.spread, 1.0)
-    with httpx.Client(timeout=30.0) as client, progress(console) as bar:
+    with httpx.Client(timeout=30.0, headers=auth_headers(args)) as client, progress(console) as bar:
         sender = BatchSender(client, args.url)
         task = bar.add_task("calls", total=args.requests)
         if args.rate <= 0:

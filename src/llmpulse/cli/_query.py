@@ -11,7 +11,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from llmpulse.cli._common import Subcommands, add_url, endpoint, positive_int
+from llmpulse.cli._common import Subcommands, add_url, auth_headers, endpoint, positive_int
 from llmpulse.cli._http import CliError
 
 
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
             params[key] = value
     url = endpoint(args.url, "/v1/metrics")
     try:
-        response = httpx.get(url, params=params, timeout=30.0)
+        response = httpx.get(url, params=params, headers=auth_headers(args), timeout=30.0)
     except httpx.TransportError as exc:
         raise CliError(f"cannot reach {url}: {exc or type(exc).__name__}") from None
     try:

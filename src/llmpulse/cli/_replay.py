@@ -17,7 +17,7 @@ from typing import BinaryIO, Final
 
 import httpx
 
-from llmpulse.cli._common import Subcommands, add_url, err_console, positive_int, progress
+from llmpulse.cli._common import Subcommands, add_url, auth_headers, err_console, positive_int, progress
 from llmpulse.cli._http import CliError
 from llmpulse.cli._send import NDJSON, BatchSender, report
 
@@ -81,7 +81,11 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise CliError(f"cannot read {path}: {exc.strerror or exc}") from None
     console = err_console()
-    with stream, httpx.Client(timeout=60.0) as client, progress(console, unit="bytes") as bar:
+    with (
+        stream,
+        httpx.Client(timeout=60.0, headers=auth_headers(args)) as client,
+        progress(console, unit="bytes") as bar,
+    ):
         total = os.fstat(stream.fileno()).st_size
         task = bar.add_task(path.name, total=total or None)
         sender = BatchSender(client, args.url)
