@@ -25,7 +25,11 @@ Commits
     (`Store.commit(expect_offsets=…)`): a worker that lost a unit without noticing cannot commit it
     again. Windows from several units merge additively in the store. A failed commit reloads the unit
     from the store and seeks back to its stored offsets: what was not committed is read again and
-    counted once. Nothing is committed to Kafka: the offsets belong in the store.
+    counted once. When the unit's state cannot be loaded either (the database is down for longer than
+    the load retries), its partitions are paused and the worker tries to load it again every
+    `_RETRY_LOAD_S` seconds until the store answers (or a rebalance takes the unit away); the same
+    holds for a unit whose state cannot be loaded on assignment (it is not read meanwhile). Nothing is
+    committed to Kafka: the offsets belong in the store.
 
 Publishing
     After each successful commit the worker reads back the windows the checkpoint touched and
@@ -96,6 +100,8 @@ SINGLE_CONSUMER: Final = "kafka"
 FINAL_GRACE_S: Final = 60.0
 _BATCH: Final = 2_000
 _LOAD_ATTEMPTS: Final = 8
+#: Seconds between attempts to load a unit whose state could not be loaded (the store was down).
+_RETRY_LOAD_S: Final = 2.0
 
 
 class WorkerError(PipelineError):
@@ -180,6 +186,8 @@ class GroupWorker:
         self._interval = checkpoint_interval_s
         self._clock = clock
         self._units: dict[int, _Unit] = {}
+        #: Assigned units whose state could not be loaded (store down): partition → next attempt.
+        self._unloaded: dict[int, float] = {}
         self._consumer: Consumer | None = None
         self._stop = threading.Event()
         self._last_commit = 0.0
@@ -265,6 +273,8 @@ class GroupWorker:
                     self._last_commit = now
                     if force:
                         self._last_forced = now
+                if self._unloaded:
+                    self._retry_unloaded()
             self._commit_all(force=True)
         finally:
             consumer.close()  # revokes (commits again: nothing is dirty) and leaves the group
@@ -289,8 +299,14 @@ class GroupWorker:
                 sorted(topics[p]), p,
             )  # fmt: skip
         assign: list[TopicPartition] = []
+        self._unloaded.clear()
         for p in complete:
-            unit = self._load(p)
+            try:
+                unit = self._load(p)
+            except WorkerError as exc:
+                _log.error("%s; retrying every %g s", exc, _RETRY_LOAD_S)
+                self._unloaded[p] = time.monotonic() + _RETRY_LOAD_S
+                continue  # not assigned (not read) until its state loads
             self._units[p] = unit
             for topic in TOPICS:
                 lp = log_partition(topic, p)
@@ -301,14 +317,14 @@ class GroupWorker:
         consumer.assign(assign)
         _log.info("assigned partitions %s", complete)
 
-    def _load(self, p: int) -> _Unit:
+    def _load(self, p: int, attempts: int = _LOAD_ATTEMPTS) -> _Unit:
         name = unit_consumer(self._group, p)
-        for attempt in range(_LOAD_ATTEMPTS):
+        for attempt in range(attempts):
             try:
                 state = self._store.load_state(name, self._clock())
                 break
             except StoreError as exc:
-                if attempt == _LOAD_ATTEMPTS - 1:
+                if attempt == attempts - 1:
                     raise WorkerError(f"cannot load the state of partition {p}: {exc}") from exc
                 _log.warning("loading the state of partition %d failed (%s); retrying", p, exc)
                 time.sleep(min(2.0, 0.1 * 2**attempt))
@@ -319,12 +335,14 @@ class GroupWorker:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._commit_all(force=False)
         self._units.clear()
+        self._unloaded.clear()
         consumer.unassign()
         _log.info("partitions revoked")
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         _log.warning("assignment lost (session expired?): dropping uncommitted state")
         self._units.clear()
+        self._unloaded.clear()
         consumer.unassign()
 
     # -- processing ----------------------------------------------------------------------------
@@ -452,8 +470,9 @@ class GroupWorker:
         try:
             fresh = self._load(unit.partition)
         except WorkerError as exc:
-            _log.error("%s; leaving the partition unprocessed until the next rebalance", exc)
+            _log.error("%s; retrying every %g s", exc, _RETRY_LOAD_S)
             self._drop(unit)
+            self._unloaded[unit.partition] = time.monotonic() + _RETRY_LOAD_S
             return
         for lp in unit.offsets:
             fresh.offsets.setdefault(lp, 0)
@@ -478,3 +497,37 @@ class GroupWorker:
                     for topic in TOPICS
                 ]
             )
+
+    def _retry_unloaded(self) -> None:
+        """Try once more to load each unit whose state could not be loaded (its time has come); a
+        loaded unit is read again from its stored offsets (every unit is re-assigned at its own)."""
+        now = time.monotonic()
+        loaded: list[int] = []
+        for p, due in list(self._unloaded.items()):
+            if due > now:
+                continue
+            try:
+                unit = self._load(p, attempts=1)
+            except WorkerError as exc:
+                _log.warning("%s; retrying in %g s", exc, _RETRY_LOAD_S)
+                self._unloaded[p] = time.monotonic() + _RETRY_LOAD_S
+                continue
+            for topic in TOPICS:
+                unit.offsets.setdefault(log_partition(topic, p), 0)
+            unit.committed = dict(unit.offsets)
+            self._units[p] = unit
+            del self._unloaded[p]
+            loaded.append(p)
+        consumer = self._consumer
+        if not loaded or consumer is None:
+            return
+        consumer.assign(
+            [
+                TopicPartition(topic, u.partition, u.offsets[log_partition(topic, u.partition)])
+                for u in self._units.values()
+                for topic in TOPICS
+            ]
+        )
+        with contextlib.suppress(KafkaException):
+            consumer.resume([TopicPartition(t, p) for p in loaded for t in TOPICS])
+        _log.info("loaded the state of partitions %s again; processing them", loaded)
