@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from bench import exporters, ingest, processor, sdk
+from bench import exporters, ingest, processor, scaled, sdk
 
 
 def main() -> int:
@@ -20,6 +20,7 @@ def main() -> int:
         "ingest": ingest.run(),
         "sdk": sdk.run(),
         "exporters": exporters.run(),
+        "scaled": scaled.run(),
     }
     out = Path(__file__).parent / "out"
     out.mkdir(exist_ok=True)
