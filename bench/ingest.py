@@ -26,7 +26,7 @@ from typing import Any
 
 import msgspec
 
-from bench._http import get_json, post_bodies
+from bench._http import LoadResult, get_json, post_bodies
 from llmpulse.events import LLMRequest, LLMResponse
 from llmpulse.testing.traffic import encode_batch_json, generate_events
 
@@ -76,6 +76,27 @@ def _percentile(values: list[float], q: float) -> float:
     if not ordered:
         return float("nan")
     return ordered[min(len(ordered) - 1, max(0, int(q * len(ordered) + 0.999999) - 1))]
+
+
+def live_figures(
+    load: LoadResult,
+    total: int,
+    latencies: list[float],
+    started: float,
+    acked_at: float,
+    aggregated_at: float,
+) -> dict[str, Any]:
+    """The figures of one live run: acknowledged and aggregated events/s, ack → queryable percentiles."""
+    return {
+        "acked_events": load.acked_events,
+        "failures": load.failures,
+        "retries_503": load.retries,
+        "ack_events_per_s": load.acked_events / (acked_at - started),
+        "aggregated_events_per_s": total / (aggregated_at - started),
+        "ack_to_queryable_p50_s": _percentile(latencies, 0.50),
+        "ack_to_queryable_p95_s": _percentile(latencies, 0.95),
+        "probes": len(latencies),
+    }
 
 
 def make_batches(n_pairs: int, batch: int = 100) -> tuple[list[bytes], list[int], int]:
@@ -184,16 +205,7 @@ async def _drive_llmpulse(port: int, bodies: list[bytes], sizes: list[int], tota
     aggregated_at = time.perf_counter()
     stop.set()
     await probe
-    return {
-        "acked_events": load.acked_events,
-        "failures": load.failures,
-        "retries_503": load.retries,
-        "ack_events_per_s": load.acked_events / (acked_at - started),
-        "aggregated_events_per_s": total / (aggregated_at - started),
-        "ack_to_queryable_p50_s": _percentile(latencies, 0.50),
-        "ack_to_queryable_p95_s": _percentile(latencies, 0.95),
-        "probes": len(latencies),
-    }
+    return live_figures(load, total, latencies, started, acked_at, aggregated_at)
 
 
 def bench_llmpulse(bodies: list[bytes], sizes: list[int], total: int) -> dict[str, Any]:

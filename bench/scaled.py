@@ -43,10 +43,10 @@ from bench.ingest import (
     _drive_llmpulse,
     _free_port,
     _peak_rss_mb,
-    _percentile,
     _probe_loop,
     _stop,
     _wait_http,
+    live_figures,
     make_batches,
 )
 
@@ -233,16 +233,7 @@ async def _drive_kafka(
     aggregated_at = time.perf_counter()
     stop.set()
     await probe
-    return {
-        "acked_events": load.acked_events,
-        "failures": load.failures,
-        "retries_503": load.retries,
-        "ack_events_per_s": load.acked_events / (acked_at - started),
-        "aggregated_events_per_s": total / (aggregated_at - started),
-        "ack_to_queryable_p50_s": _percentile(latencies, 0.50),
-        "ack_to_queryable_p95_s": _percentile(latencies, 0.95),
-        "probes": len(latencies),
-    }
+    return live_figures(load, total, latencies, started, acked_at, aggregated_at)
 
 
 def _kafka_drain(broker_url: str, records: int, n_workers: int, tmp: Path) -> dict[str, Any]:
