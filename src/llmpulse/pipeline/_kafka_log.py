@@ -34,6 +34,21 @@ Reading
     restoring from its last checkpoint). A message that is not a valid event is counted, logged and
     handed out as a record with no events, so offsets still advance past it.
 
+End offsets and lag
+    `end_offset` and `end_offsets` are the true ends of the topic-partitions, read by a
+    `llmpulse.pipeline._kafka_tail.KafkaTail` (a broker's high watermark alone is not enough: tansu's
+    counts record batches). `events_after`, what ingest's admission asks on every batch, does not
+    block: it answers from a snapshot of the end offsets that a background thread refreshes every
+    `END_OFFSETS_REFRESH_S` while someone asks, plus the events this process has had acknowledged
+    since the snapshot (counted per partition from the delivery reports), so the figure is exact for
+    this node's own appends and at most a second behind for other nodes'. Until the first snapshot,
+    or when the last one is older than `_SNAPSHOT_STALE_S`, it answers None (unknown).
+
+Recent events
+    `newest_events` reads the newest records of every event topic-partition for the dashboard's
+    recent calls, with a second `KafkaTail` (kept for reuse, closed with the log), so it never
+    disturbs the processor's reader.
+
 Errors: `LogUnavailable` (a `LogBackpressure`, so ingest answers 503 with ``Retry-After``) when the
 broker is unreachable or does not acknowledge in time; `LogBackpressure` when too many events await
 delivery; `LogClosed` after `close`; `PipelineError` when the topics exist with unequal partition
@@ -48,7 +63,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -58,6 +73,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from llmpulse.events import Event, LLMCall, LLMRequest, LLMResponse, encode_json
 from llmpulse.pipeline._errors import LogBackpressure, LogClosed, LogUnavailable, PipelineError
+from llmpulse.pipeline._kafka_tail import KafkaTail
 from llmpulse.pipeline._log import LogRecord
 
 _log = logging.getLogger(__name__)
@@ -77,6 +93,12 @@ DEFAULT_SESSION_TIMEOUT_S: Final = 10.0
 #: Seconds a client is told to wait (``Retry-After``) while the broker is unreachable.
 RETRY_AFTER_S: Final = 2.0
 _PROBE_EVERY_S: Final = 1.0
+#: Seconds between refreshes of the end offsets behind `KafkaEventLog.events_after`.
+END_OFFSETS_REFRESH_S: Final = 1.0
+#: A snapshot of end offsets older than this is not used (`events_after` answers None).
+_SNAPSHOT_STALE_S: Final = 5.0
+#: The refresher stops when nobody asked `events_after` for this long (and starts again on demand).
+_REFRESH_IDLE_S: Final = 30.0
 _FETCH_MAX: Final = 5_000
 _BUFFER_HIGH: Final = 20_000
 
@@ -249,17 +271,22 @@ def ensure_topics(admin: AdminClient, config: KafkaLogConfig, timeout: float = 1
 class _Batch:
     """One `append`: counts delivery reports down (on the poll thread), then resolves the future."""
 
-    __slots__ = ("error", "future", "loop", "remaining")
+    __slots__ = ("error", "future", "loop", "on_delivered", "remaining")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, n: int) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, n: int, on_delivered: Callable[[Message], None] | None = None
+    ) -> None:
         self.loop = loop
+        self.on_delivered = on_delivered
         self.future: asyncio.Future[None] = loop.create_future()
         self.remaining = n
         self.error: KafkaError | None = None
 
-    def delivered(self, error: KafkaError | None, _message: Message) -> None:
+    def delivered(self, error: KafkaError | None, message: Message) -> None:
         if error is not None and self.error is None:
             self.error = error
+        elif error is None and self.on_delivered is not None:
+            self.on_delivered(message)
         self.remaining -= 1
         if self.remaining == 0:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
@@ -304,6 +331,16 @@ class KafkaEventLog:
         self._buffers: dict[int, deque[LogRecord]] = {}
         self._positions: dict[int, int] = {}
         self._paused: set[int] = set()
+        self._tails_lock = threading.Lock()
+        self._ends_tail: KafkaTail | None = None
+        self._recent_tail: KafkaTail | None = None
+        # events_after: a snapshot of end offsets, events acknowledged since, and its refresher
+        self._ends_snapshot: dict[int, int] = {}
+        self._snapshot_at = 0.0
+        self._acked_since: dict[int, int] = {}
+        self._acked_lock = threading.Lock()
+        self._asked_at = 0.0
+        self._refresher: threading.Thread | None = None
         self._poller = threading.Thread(target=self._poll_loop, name="llmpulse-kafka-poll", daemon=True)
         self._poller.start()
 
@@ -348,7 +385,7 @@ class KafkaEventLog:
         producer = self._producer
         if len(producer) + len(events) > self._config.max_pending_events:
             raise LogBackpressure(f"{len(producer)} events are waiting for the Kafka broker", 1.0)
-        batch = _Batch(asyncio.get_running_loop(), len(events))
+        batch = _Batch(asyncio.get_running_loop(), len(events), self._acknowledged)
         produced = 0
         try:
             for event in events:
@@ -485,21 +522,103 @@ class KafkaEventLog:
                 self._paused.discard(partition)
             return records
 
-    def end_offset(self, partition: int) -> int:
-        """The high watermark of `partition` (the offset its next message will get). Blocks up to
-        the delivery timeout; raises `LogUnavailable` when the broker does not answer."""
-        topic, kafka_partition = kafka_position(partition)
-        with self._read_lock:
-            consumer = self._reader()
-        try:
-            _, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, kafka_partition),
-                timeout=min(2.0, self._config.delivery_timeout_s),
-                cached=False,
+    # -- end offsets, lag and the newest records ----------------------------------------------
+
+    def _tail(self, which: str) -> KafkaTail:
+        with self._tails_lock:
+            if self._closed:
+                raise LogClosed("the event log is closed")
+            tail: KafkaTail | None = getattr(self, which)
+            if tail is None:
+                name = f"{self._config.client_id}-{which.strip('_')}"
+                tail = KafkaTail({**self._config.consumer_config(name), "logger": _client_log})
+                setattr(self, which, tail)
+            return tail
+
+    def _timeout(self) -> float:
+        return min(5.0, self._config.delivery_timeout_s)
+
+    def end_offsets(self, partitions: Sequence[int] | None = None) -> dict[int, int]:
+        """The true end offset (the next record's offset) of each protocol partition (all by default).
+
+        Blocks up to the delivery timeout (at most 5 s); raises `LogUnavailable` when the broker does
+        not answer or not every partition could be read to its end in time.
+        """
+        wanted = list(self.partitions() if partitions is None else partitions)
+        read = self._tail("_ends_tail").end_offsets([kafka_position(p) for p in wanted], self._timeout())
+        if not read.complete:
+            raise LogUnavailable(
+                "the Kafka broker did not serve every partition's end in time", RETRY_AFTER_S
             )
-        except KafkaException as exc:
-            raise LogUnavailable(f"the Kafka broker did not answer: {exc}", RETRY_AFTER_S) from exc
-        return int(high)
+        return {p: read.ends[kafka_position(p)] for p in wanted}
+
+    def end_offset(self, partition: int) -> int:
+        """The true end offset of `partition` (see `end_offsets`, which blocks and raises the same)."""
+        return self.end_offsets([partition])[partition]
+
+    def _acknowledged(self, message: Message) -> None:
+        """A delivery report (poll thread): one more event on its partition since the snapshot."""
+        partition = log_partition(message.topic() or "", message.partition() or 0)
+        with self._acked_lock:
+            self._acked_since[partition] = self._acked_since.get(partition, 0) + 1
+
+    def events_after(self, partition: int, offset: int) -> int | None:
+        """Events of `partition` at or after `offset`; None while unknown. Does not block.
+
+        Answers from the last end-offset snapshot plus this process's acknowledged appends since; the
+        first call starts the background refresher, so it (and any call while the broker does not
+        answer) returns None.
+        """
+        now = time.monotonic()
+        self._asked_at = now
+        if self._refresher is None or not self._refresher.is_alive():
+            self._start_refresher()
+        if now - self._snapshot_at > _SNAPSHOT_STALE_S or partition not in self._ends_snapshot:
+            return None
+        end = self._ends_snapshot[partition] + self._acked_since.get(partition, 0)
+        return max(0, end - offset)
+
+    def _start_refresher(self) -> None:
+        with self._tails_lock:
+            if self._closed or (self._refresher is not None and self._refresher.is_alive()):
+                return
+            self._refresher = threading.Thread(
+                target=self._refresh_loop, name="llmpulse-kafka-ends", daemon=True
+            )
+            self._refresher.start()
+
+    def _refresh_loop(self) -> None:
+        while not self._stop.is_set() and time.monotonic() - self._asked_at < _REFRESH_IDLE_S:
+            started = time.monotonic()
+            with self._acked_lock:
+                acked, self._acked_since = self._acked_since, {}
+            try:
+                ends = self.end_offsets()
+            except (PipelineError, KafkaException) as exc:
+                _log.debug("could not refresh the Kafka end offsets: %s", exc)
+                with self._acked_lock:  # still unaccounted for: keep them for the next snapshot
+                    for partition, n in acked.items():
+                        self._acked_since[partition] = self._acked_since.get(partition, 0) + n
+            else:
+                # acknowledgements that arrived while reading may be in `ends` too: a brief overcount
+                self._ends_snapshot = ends
+                self._snapshot_at = started
+            self._stop.wait(END_OFFSETS_REFRESH_S)
+
+    def newest_events(self, per_partition: int, topics: Sequence[str] = TOPICS) -> tuple[list[Event], int]:
+        """At least the newest `per_partition` events of every partition of `topics` (fewer where a
+        partition holds fewer), in no particular order, and how many messages were read. Blocks up to
+        the delivery timeout (at most 5 s), then returns what it read. Raises `LogUnavailable` when
+        the broker does not answer."""
+        wanted = [(topic, p) for topic in topics for p in range(self._n_partitions)]
+        read = self._tail("_recent_tail").newest(wanted, per_partition, self._timeout())
+        events: list[Event] = []
+        scanned = 0
+        for (topic, _), messages in read.messages.items():
+            scanned += len(messages)
+            for message in messages:
+                events.extend(self._decode(topic, message))
+        return events, scanned
 
     def stats(self) -> dict[str, Any]:
         """Figures for /health: events acknowledged, failed (not acknowledged in time) and refused
@@ -526,6 +645,14 @@ class KafkaEventLog:
             _log.error("%d events were not acknowledged by the Kafka broker before close", left)
         self._stop.set()
         self._poller.join()
+        with self._tails_lock:
+            tails, self._ends_tail, self._recent_tail = (self._ends_tail, self._recent_tail), None, None
+            refresher = self._refresher
+        if refresher is not None:
+            refresher.join(self._timeout() + 1)
+        for tail in tails:
+            if tail is not None:
+                tail.close()
         with self._read_lock:
             if self._consumer is not None:
                 self._consumer.close()

@@ -50,3 +50,14 @@ class EventLog(Protocol):
     def close(self) -> None:
         """Stop accepting appends, finish those in flight, release resources. Blocks."""
         ...
+
+
+def end_offsets(log: EventLog, partitions: Sequence[int] | None = None) -> dict[int, int]:
+    """The end offset of each of `partitions` (every partition by default): in one call when the log
+    can (the Kafka log reads every partition's end at once), else one `end_offset` call each. Blocks."""
+    wanted = log.partitions() if partitions is None else list(partitions)
+    batch = getattr(log, "end_offsets", None)
+    if batch is not None:
+        found: dict[int, int] = batch(wanted)
+        return found
+    return {p: log.end_offset(p) for p in wanted}

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from llmpulse.pipeline._errors import PipelineError
-from llmpulse.pipeline._log import EventLog
+from llmpulse.pipeline._log import EventLog, end_offsets
 from llmpulse.pipeline._processor import ProcessorConfig, ProcessorCore
 from llmpulse.pricing import Pricer
 from llmpulse.store import Checkpoint, ProcessorState
@@ -37,8 +37,8 @@ class CheckpointStore(Protocol):
         """The last committed state of `consumer`. Blocks."""
         ...
 
-    def commit(self, checkpoint: Checkpoint) -> None:
-        """Write a checkpoint in one transaction. Blocks."""
+    def commit(self, checkpoint: Checkpoint) -> object:
+        """Write a checkpoint in one transaction (whatever it returns is ignored). Blocks."""
         ...
 
 
@@ -246,9 +246,10 @@ class ProcessorRunner:
     def stats(self) -> dict[str, Any]:
         """Counters for /health: events processed, lag, checkpoints, failures, processor state sizes."""
         lag = 0
+        committed = dict(self._committed)
         try:
-            for partition, offset in self._committed.items():
-                lag += max(0, self._log.end_offset(partition) - offset)
+            ends = end_offsets(self._log, list(committed))
+            lag = sum(max(0, ends[p] - offset) for p, offset in committed.items())
         except Exception:
             lag = -1
         core_stats = self._core.stats() if self._core is not None else {}

@@ -4,6 +4,13 @@
 503 ``{"status": "degraded", ...}`` when the embedded processor's thread has died (ingest still works:
 events wait in the log until a processor reads them). The figures come from the log, the processor
 runner and the store; collecting them blocks briefly, so it runs on a worker thread.
+
+``log.end_offsets`` are the offsets the next record of each partition will get: with the SQLite log
+one partition whose offsets count appended batches; with Kafka one entry per topic-partition
+(``3 * p + t``, `llmpulse.pipeline._kafka_log`), each counting events, so their sum is the number of
+events the topics hold (everything acknowledged, by any ingest node, plus anything produced to the
+topics by other clients). ``processor.lag_records`` is, per partition, the end offset minus the
+processor's committed offset.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
+from llmpulse.pipeline._log import end_offsets
 from llmpulse.server._errors import json_response
 from llmpulse.server._state import ServerState, server_state
 
@@ -38,7 +46,7 @@ def _log_info(state: ServerState) -> dict[str, Any]:
         return {"open": False}
     info: dict[str, Any] = {"open": True}
     try:
-        info["end_offsets"] = {str(p): log.end_offset(p) for p in log.partitions()}
+        info["end_offsets"] = {str(p): o for p, o in end_offsets(log).items()}
         if isinstance(log, _HasStats):
             info.update(log.stats())
     except Exception as exc:  # a health probe reports a broken log, it does not fail on it
