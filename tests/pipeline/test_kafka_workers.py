@@ -407,24 +407,29 @@ def _published_rows(broker: TansuBroker) -> list[dict[str, Any]]:
 
 
 def _check_published(broker: TansuBroker, db: str, expected: Expected) -> None:
-    """Each window's final stored state was published to llm.metrics, shaped like a /v1/metrics row."""
-    published: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
+    """Every version of every window was published to llm.metrics exactly once (no worker crashed),
+    shaped like a /v1/metrics row, and each window's highest version is its final stored state."""
+    published: dict[tuple[str, str, str, str], dict[int, dict[str, Any]]] = {}
     for row in _published_rows(broker):
         row.pop("final")
         assert isinstance(row.pop("updated_at"), float)
-        published.setdefault((row["tenant_id"], row["route"], row["model"], row["window_start"]), []).append(
-            row
-        )
+        version = row.pop("version")
+        key = (row["tenant_id"], row["route"], row["model"], row["window_start"])
+        assert version not in published.setdefault(key, {}), f"version {version} of {key} published twice"
+        published[key][version] = row
     with Store.open(db) as store:
         stored = [
             w for t in {k.tenant_id for k in expected.windows} for w in store.query_windows(t, limit=100_000)
         ]
     assert stored
+    assert len(published) == len(stored)
     for w in stored:
         want = metrics_row(w, now=datetime.now(UTC), final_after_s=0)
         want.pop("final")
         key = (want["tenant_id"], want["route"], want["model"], want["window_start"])
-        assert want in published.get(key, []), key
+        versions = published.get(key, {})
+        assert sorted(versions) == list(range(1, w.version + 1)), key
+        assert versions[w.version] == want, key
 
 
 class _FlakyStore:
@@ -439,15 +444,14 @@ class _FlakyStore:
     def load_state(self, consumer: str, now: float) -> Any:
         return self.store.load_state(consumer, now)
 
-    def windows(self, keys: Any) -> Any:
-        return self.store.windows(keys)
-
-    def commit(self, checkpoint: Checkpoint, *, expect_offsets: Any = None) -> None:
+    def commit(
+        self, checkpoint: Checkpoint, *, expect_offsets: Any = None, return_windows: bool = False
+    ) -> list[Any]:
         self.calls += 1
         if checkpoint.offsets and self.calls % self.fail_every == 0:
             self.failed += 1
             raise StoreUnavailable("the database went away (test)")
-        self.store.commit(checkpoint, expect_offsets=expect_offsets)
+        return self.store.commit(checkpoint, expect_offsets=expect_offsets, return_windows=return_windows)
 
 
 @pytest.mark.slow

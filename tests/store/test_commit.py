@@ -237,3 +237,25 @@ def test_concurrent_writers_to_the_same_windows_merge_additively(store_url: str)
     finally:
         for s in stores:
             s.close()
+
+
+def test_each_commit_to_a_window_raises_its_version_and_returns_it_as_written(store: Store) -> None:
+    other = WindowKey("t1", "chat", "gpt-4.1", T0)
+    (first,) = store.commit(Checkpoint("c", windows={KEY: make_delta(requests=2)}), return_windows=True)
+    assert (first.key, first.version, first.delta.requests) == (KEY, 1, 2)
+    written = store.commit(
+        Checkpoint(
+            "d", windows={KEY: make_delta(requests=3, latencies=[10.0]), other: make_delta(requests=1)}
+        ),
+        return_windows=True,
+    )
+    by_key = {w.key: w for w in written}
+    assert (by_key[KEY].version, by_key[KEY].delta.requests, by_key[KEY].delta.latency_count) == (2, 5, 1)
+    assert (by_key[other].version, by_key[other].delta.requests) == (1, 1)
+    # what the commit returned is what a reader finds afterwards
+    stored = {w.key: w for w in store.query_windows("t1")}
+    assert {k: (w.version, w.delta) for k, w in stored.items()} == {
+        k: (w.version, w.delta) for k, w in by_key.items()
+    }
+    assert store.commit(Checkpoint("c", windows={KEY: make_delta(requests=1)})) == []  # not asked
+    assert store.query_windows("t1", model="gpt-4.1-mini")[0].version == 3

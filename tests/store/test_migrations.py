@@ -76,9 +76,45 @@ def test_importing_the_migration_env_module_does_nothing() -> None:
     assert callable(env._run)
 
 
-def test_head_is_a_single_revision_after_the_api_keys_one() -> None:
+def test_head_is_a_single_revision_after_the_window_version_one() -> None:
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS_DIR))
     script = ScriptDirectory.from_config(config)
     assert len(script.get_heads()) == 1
-    assert "0002" in {rev.revision for rev in script.walk_revisions()}
+    assert {"0002", "0003"} <= {rev.revision for rev in script.walk_revisions()}
+
+
+def test_windows_written_before_versions_get_version_0_then_count_commits(store_url: str) -> None:
+    """A store at revision 0002 holding a window is upgraded by `Store.open`: the window keeps its
+    figures with version 0, and its next commit makes it version 1."""
+    from alembic import command
+
+    from llmpulse.store import Checkpoint, WindowKey, create_engine_for
+    from tests.store.conftest import make_delta
+
+    engine = create_engine_for(store_url)
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS_DIR))
+    config.set_main_option("version_table", VERSION_TABLE)
+    try:
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "0002")
+            assert "version" not in {c["name"] for c in sa.inspect(conn).get_columns("windows")}
+            conn.execute(
+                sa.text(
+                    "INSERT INTO windows (tenant_id, route, model, window_start, requests, updated_at) "
+                    "VALUES ('t1', 'chat', 'm', 1763546400, 7, 1.0)"
+                )
+            )
+    finally:
+        engine.dispose()
+    with Store.open(store_url) as store:
+        assert _version_rows(store) == [_head()]
+        (old,) = store.query_windows("t1")
+        assert (old.delta.requests, old.version) == (7, 0)
+        key = WindowKey("t1", "chat", "m", 1763546400)
+        (written,) = store.commit(Checkpoint("c", windows={key: make_delta(requests=2)}), return_windows=True)
+        assert (written.delta.requests, written.version) == (9, 1)
+        (stored,) = store.query_windows("t1")
+        assert (stored.delta.requests, stored.version) == (9, 1)

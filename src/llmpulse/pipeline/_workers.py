@@ -32,13 +32,16 @@ Commits
     committed to Kafka: the offsets belong in the store.
 
 Publishing
-    After each successful commit the worker reads back the windows the checkpoint touched and
-    publishes each, whole, to ``llm.metrics`` as JSON shaped like a ``/v1/metrics`` row (plus
-    ``updated_at``, epoch seconds), keyed ``tenant/route/model/window_start``. The store is never
-    affected: a failed publish is logged and counted (``publish_failures``). Rows are full states,
-    so a lost row is repaired by the window's next update; but a crash between a commit and its
-    publish leaves the topic one update behind for a window that is not updated again, and with
-    several workers two rows of one window may reach the topic out of order. The store is the truth.
+    After each successful commit the worker publishes every window the commit changed, whole and as
+    that transaction wrote it (the merged totals of every worker, not a read-back), to
+    ``llm.metrics`` as JSON shaped like a ``/v1/metrics`` row plus ``updated_at`` (epoch seconds)
+    and ``version`` (the window's commit count, `StoredWindow.version`), keyed
+    ``tenant/route/model/window_start``. A reader keeps, per key, the row with the highest version:
+    a repeated row has an equal version and two rows of one window from two workers that arrive out
+    of order are told apart, so the topic never counts anything twice and never goes back. The store
+    is never affected: a failed publish is logged and counted (``publish_failures``), and the
+    window's next update repairs it; a crash between a commit and its publish leaves the topic one
+    version behind for a window that is not updated again (the store is the truth).
 
 Window ``late`` counts use each unit's own watermark (the highest event time of its partition), so
 they may differ from the single-processor mode's; every other figure is independent of how the
@@ -85,7 +88,7 @@ from llmpulse.pipeline._kafka_log import (
 from llmpulse.pipeline._processor import ProcessorConfig, ProcessorCore
 from llmpulse.pipeline._runner import GROUP_CONSUMER_PREFIX
 from llmpulse.pricing import Pricer
-from llmpulse.store import Checkpoint, ProcessorState, StoredWindow, StoreError, WindowKey, metrics_row
+from llmpulse.store import Checkpoint, ProcessorState, StoredWindow, StoreError, metrics_row
 from llmpulse.store._commit import StaleCheckpoint
 
 _log = logging.getLogger(__name__)
@@ -125,12 +128,15 @@ class WorkerStore(Protocol):
         """The last committed state of `consumer`. Blocks."""
         ...
 
-    def commit(self, checkpoint: Checkpoint, *, expect_offsets: Mapping[int, int] | None = None) -> None:
-        """Write a checkpoint in one transaction (fenced on `expect_offsets`). Blocks."""
-        ...
-
-    def windows(self, keys: Iterable[WindowKey]) -> list[StoredWindow]:
-        """The stored windows of `keys`. Blocks."""
+    def commit(
+        self,
+        checkpoint: Checkpoint,
+        *,
+        expect_offsets: Mapping[int, int] | None = None,
+        return_windows: bool = False,
+    ) -> list[StoredWindow]:
+        """Write a checkpoint in one transaction (fenced on `expect_offsets`); the windows as
+        written when `return_windows`. Blocks."""
         ...
 
 
@@ -391,8 +397,9 @@ class GroupWorker:
         now = self._clock()
         unit.core.expire(now)
         checkpoint = unit.core.checkpoint(unit.consumer, dict(unit.offsets), now)
+        publish = self._producer is not None
         try:
-            self._store.commit(checkpoint, expect_offsets=unit.committed)
+            written = self._store.commit(checkpoint, expect_offsets=unit.committed, return_windows=publish)
         except StaleCheckpoint as exc:
             self._failures += 1
             _log.error("partition %d belongs to another worker now (%s); dropping it", unit.partition, exc)
@@ -408,8 +415,8 @@ class GroupWorker:
         unit.committed = dict(unit.offsets)
         unit.dirty = False
         self._commits += 1
-        if self._producer is not None and checkpoint.windows:
-            self._publish_windows(self._producer, checkpoint.windows)
+        if self._producer is not None and written:
+            self._publish_windows(self._producer, written)
 
     # -- llm.metrics ---------------------------------------------------------------------------
 
@@ -435,19 +442,14 @@ class GroupWorker:
             self._publish_failures += 1
             _log.warning("a window update was not published to %s: %s", TOPIC_METRICS, error.str())
 
-    def _publish_windows(self, producer: Producer, deltas: Mapping[WindowKey, object]) -> None:
-        """Publish the committed state of the windows a checkpoint touched. Never raises."""
-        try:
-            stored = self._store.windows(deltas)
-        except StoreError as exc:
-            self._publish_failures += len(deltas)
-            _log.warning("window updates not published: reading them back failed (%s)", exc)
-            return
+    def _publish_windows(self, producer: Producer, written: Iterable[StoredWindow]) -> None:
+        """Publish the windows a commit wrote, as it wrote them. Never raises."""
         now = datetime.now(UTC)
         final_after_s = self._processor.orphan_timeout_s + FINAL_GRACE_S
-        for w in stored:
+        for w in written:
             row = metrics_row(w, now=now, final_after_s=final_after_s)
             row["updated_at"] = w.updated_at.timestamp()
+            row["version"] = w.version
             k = w.key
             key = f"{k.tenant_id}/{k.route}/{k.model}/{k.window_start}".encode()
             try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 
 import sqlalchemy as sa
@@ -21,6 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from llmpulse.store._engine import StoreError
 from llmpulse.store._histogram import merge_into
 from llmpulse.store._model import Checkpoint, WindowDelta, WindowKey
+from llmpulse.store._query import StoredWindow
 from llmpulse.store._tables import (
     COUNT_FIELDS,
     HIST_FIELDS,
@@ -43,12 +45,17 @@ TENANTS_PER_SELECT: Final = 500
 _T = TypeVar("_T")
 _NUM_FIELDS: Final = COUNT_FIELDS + SUM_FIELDS
 _delta_numbers: Final = operator.attrgetter(*_NUM_FIELDS)
-#: Column order of a window row as read (key, numbers, histograms) and written (… then updated_at).
-_READ_FIELDS: Final = KEY_FIELDS + _NUM_FIELDS + HIST_FIELDS
-_WRITE_FIELDS: Final = (*_READ_FIELDS, "updated_at")
+#: Column order of a window row as read (key, numbers, histograms, version) and written (key,
+#: numbers, histograms, updated_at, version: the table's order).
+_READ_FIELDS: Final = (*KEY_FIELDS, *_NUM_FIELDS, *HIST_FIELDS, "version")
+_WRITE_FIELDS: Final = (*KEY_FIELDS, *_NUM_FIELDS, *HIST_FIELDS, "updated_at", "version")
+#: A written window row: the `_WRITE_FIELDS` values in order.
+WindowRow = tuple[Any, ...]
 _N_KEY: Final = len(KEY_FIELDS)
 _N_NUM: Final = len(_NUM_FIELDS)
 _LAT: Final = _N_KEY + _N_NUM
+#: Where a read row holds the version; a written row holds updated_at there and the version next.
+_VERSION: Final = _LAT + 2
 _PENDING_FIELDS: Final = ("consumer", "request_id", "kind", "payload", "seen_at", "expired")
 
 
@@ -74,34 +81,70 @@ def _merge_hist_text(text: str, delta: Mapping[int, int]) -> str:
 def merged_row(
     key: WindowKey, delta: WindowDelta, stored: Sequence[Any] | None, now: float
 ) -> tuple[Any, ...]:
-    """The window row (in write order) holding `stored` (a row in read order, or None) plus `delta`."""
+    """The window row (in write order) holding `stored` (a row in read order, or None) plus `delta`;
+    its version is the stored one plus one (1 for a new window)."""
     numbers: tuple[Any, ...] = _delta_numbers(delta)
     if stored is None:
-        return (*key, *numbers, encode_hist(delta.latency_hist), encode_hist(delta.ttft_hist), now)
+        return (*key, *numbers, encode_hist(delta.latency_hist), encode_hist(delta.ttft_hist), now, 1)
     numbers = tuple(map(operator.add, stored[_N_KEY:_LAT], numbers))
     latency = _merge_hist_text(stored[_LAT], delta.latency_hist)
     ttft = _merge_hist_text(stored[_LAT + 1], delta.ttft_hist)
-    return (*key, *numbers, latency, ttft, now)
+    return (*key, *numbers, latency, ttft, now, stored[_VERSION] + 1)
+
+
+def written_window(row: WindowRow) -> StoredWindow:
+    """The `StoredWindow` a written window row (`CheckpointWriter.write`) holds."""
+    delta = WindowDelta()
+    for name, value in zip(_NUM_FIELDS, row[_N_KEY:_LAT], strict=True):
+        setattr(delta, name, value)
+    delta.latency_hist = decode_hist(row[_LAT])
+    delta.ttft_hist = decode_hist(row[_LAT + 1])
+    return StoredWindow(
+        key=WindowKey(*row[:_N_KEY]),
+        delta=delta,
+        updated_at=datetime.fromtimestamp(row[_VERSION], UTC),
+        version=row[_VERSION + 1],
+    )
 
 
 def _pg_type(name: str) -> str:
-    if name in KEY_FIELDS[:3]:
+    if name in KEY_FIELDS[:3] or name in ("consumer", "request_id", "kind"):
         return "VARCHAR"
-    if name in COUNT_FIELDS or name == "window_start":
+    if name in COUNT_FIELDS or name in ("window_start", "version"):
         return "BIGINT"
     if name in HIST_FIELDS:
         return "TEXT"
+    if name == "payload":
+        return "BYTEA"
+    if name == "expired":
+        return "BOOLEAN"
     return "DOUBLE PRECISION"
 
 
 def _pg_unnest(fields: Sequence[str]) -> str:
-    arrays = ", ".join(f"CAST(:{n} AS {_pg_type(n)}[])" for n in fields)
+    """``unnest(…) AS v(…)`` over one array parameter per field, each passed in psycopg's binary
+    format (``%(name)b``): text-format arrays cost a regex escape per element, which made dumping the
+    parameters the largest part of a worker's commit (`make bench`, benchmark 6)."""
+    arrays = ", ".join(f"CAST(%({n})b AS {_pg_type(n)}[])" for n in fields)
     return f"unnest({arrays}) AS v({', '.join(fields)})"
+
+
+def _pg_run(conn: sa.Connection, sql: str, fields: Sequence[str], rows: Sequence[Sequence[Any]]) -> Any:
+    """Execute a statement over `_pg_unnest(fields)` with `rows` (tuples in `fields` order) passed as
+    one array per column; returns the driver's result. One round trip whatever the number of rows.
+
+    Double precision columns are made all floats: a binary array takes its element type from its
+    values, and a sum that happens to be a Python int would make it an integer array."""
+    columns = [list(column) for column in zip(*rows, strict=True)]
+    for i, name in enumerate(fields):
+        if _pg_type(name) == "DOUBLE PRECISION":
+            columns[i] = [float(v) for v in columns[i]]
+    return conn.exec_driver_sql(sql, dict(zip(fields, columns, strict=True)))
 
 
 _PG_KEYS: Final = ", ".join(KEY_FIELDS)
 #: Postgres: create the missing windows and lock all of them in key order, returning the stored figures.
-_PG_LOCK: Final = sa.text(
+_PG_LOCK: Final = (
     f"INSERT INTO windows ({_PG_KEYS}, updated_at) "
     f"SELECT {_PG_KEYS}, updated_at FROM {_pg_unnest((*KEY_FIELDS, 'updated_at'))} "
     f"ORDER BY {_PG_KEYS} "
@@ -109,13 +152,25 @@ _PG_LOCK: Final = sa.text(
     f"RETURNING {', '.join(_READ_FIELDS)}"
 )
 #: Postgres: set the merged totals of the (locked) windows.
-_PG_WRITE: Final = sa.text(
+_PG_WRITE: Final = (
     "UPDATE windows SET "
     + ", ".join(f"{n} = v.{n}" for n in _WRITE_FIELDS[_N_KEY:])
     + f" FROM {_pg_unnest(_WRITE_FIELDS)} WHERE "
     + " AND ".join(f"windows.{n} = v.{n}" for n in KEY_FIELDS)
 )
-_PG_FLOAT_COLUMNS: Final = tuple(i for i, n in enumerate(_WRITE_FIELDS) if _pg_type(n) == "DOUBLE PRECISION")
+_PENDING_KEY: Final = _PENDING_FIELDS[:3]
+#: Postgres: upsert pending entries (unique by key: the caller keeps the latest of each).
+_PG_PENDING_WRITE: Final = (
+    f"INSERT INTO processor_pending ({', '.join(_PENDING_FIELDS)}) "
+    f"SELECT {', '.join(_PENDING_FIELDS)} FROM {_pg_unnest(_PENDING_FIELDS)} "
+    f"ON CONFLICT ({', '.join(_PENDING_KEY)}) DO UPDATE SET "
+    + ", ".join(f"{n} = excluded.{n}" for n in _PENDING_FIELDS[3:])
+)
+#: Postgres: delete pending entries by key.
+_PG_PENDING_DELETE: Final = (
+    f"DELETE FROM processor_pending p USING {_pg_unnest(_PENDING_KEY)} WHERE "
+    + " AND ".join(f"p.{n} = v.{n}" for n in _PENDING_KEY)
+)
 
 
 class _Many:
@@ -213,22 +268,26 @@ class CheckpointWriter:
                     f"{partition}, expected {expected.get(partition, 0)}: another processor committed it"
                 )
 
-    def write(self, conn: sa.Connection, cp: Checkpoint, now: float) -> None:
-        """Write every part of `cp` on `conn`, inside the caller's (write) transaction. Blocks."""
-        self._write_windows(conn, cp.windows, now)
+    def write(self, conn: sa.Connection, cp: Checkpoint, now: float) -> list[WindowRow]:
+        """Write every part of `cp` on `conn`, inside the caller's (write) transaction; the window
+        rows as written (merged totals, new versions). Blocks."""
+        written = self._write_windows(conn, cp.windows, now)
         if cp.pending_upserts:
             latest = {(e.request_id, e.kind): e for e in cp.pending_upserts}
-            self._pending_write.run(
-                conn,
-                [
-                    (cp.consumer, e.request_id, e.kind, e.payload, e.seen_at, e.expired)
-                    for e in (latest[k] for k in sorted(latest))
-                ],
-            )
+            pending = [
+                (cp.consumer, e.request_id, e.kind, e.payload, e.seen_at, e.expired)
+                for e in (latest[k] for k in sorted(latest))
+            ]
+            if self._postgres:
+                _pg_run(conn, _PG_PENDING_WRITE, _PENDING_FIELDS, pending)
+            else:
+                self._pending_write.run(conn, pending)
         if cp.pending_deletes:
-            self._pending_delete.run(
-                conn, [(cp.consumer, rid, kind) for rid, kind in sorted(set(cp.pending_deletes))]
-            )
+            gone = [(cp.consumer, rid, kind) for rid, kind in sorted(set(cp.pending_deletes))]
+            if self._postgres:
+                _pg_run(conn, _PG_PENDING_DELETE, _PENDING_KEY, gone)
+            else:
+                self._pending_delete.run(conn, gone)
         if cp.dedup_keys:
             conn.execute(
                 sa.insert(processor_dedup),
@@ -249,16 +308,16 @@ class CheckpointWriter:
                     for p, o in sorted(cp.offsets.items())
                 ],
             )
+        return written
 
     def _write_windows(
         self, conn: sa.Connection, deltas: Mapping[WindowKey, WindowDelta], now: float
-    ) -> None:
+    ) -> list[WindowRow]:
         if not deltas:
-            return
+            return []
         if self._postgres:
             # sorted: concurrent workers lock rows in the same order, so they cannot deadlock
-            self._write_windows_postgres(conn, sorted(deltas), deltas, now)
-            return
+            return self._write_windows_postgres(conn, sorted(deltas), deltas, now)
         keys = list(deltas)  # SQLite has one writer at a time: no lock order to keep
         stored: dict[tuple[Any, ...], Sequence[Any]] = {}
         # By window start, then tenant: the (tenant_id, window_start) index answers each read, where
@@ -273,19 +332,17 @@ class CheckpointWriter:
                 rows.extend(conn.execute(self._windows_read, {"start": start, "tenants": chunk}).all())
         for row in rows:
             stored[tuple(row[:_N_KEY])] = row
-        self._windows_write.run(conn, [merged_row(k, deltas[k], stored.get(k), now) for k in keys])
+        written = [merged_row(k, deltas[k], stored.get(k), now) for k in keys]
+        self._windows_write.run(conn, written)
+        return written
 
     @staticmethod
     def _write_windows_postgres(
         conn: sa.Connection, keys: list[WindowKey], deltas: Mapping[WindowKey, WindowDelta], now: float
-    ) -> None:
+    ) -> list[WindowRow]:
         # Two statements whatever the number of windows, each taking one array per column.
-        key_columns = [list(column) for column in zip(*keys, strict=True)]
-        params = dict(zip(KEY_FIELDS, key_columns, strict=True))
-        params["updated_at"] = [now] * len(keys)
-        stored = {tuple(row[:_N_KEY]): row for row in conn.execute(_PG_LOCK, params)}
+        locked = _pg_run(conn, _PG_LOCK, (*KEY_FIELDS, "updated_at"), [(*k, now) for k in keys])
+        stored = {tuple(row[:_N_KEY]): row for row in locked}
         rows = [merged_row(k, deltas[k], stored.get(k), now) for k in keys]
-        columns = [list(column) for column in zip(*rows, strict=True)]
-        for i in _PG_FLOAT_COLUMNS:
-            columns[i] = [float(v) for v in columns[i]]
-        conn.execute(_PG_WRITE, dict(zip(_WRITE_FIELDS, columns, strict=True)))
+        _pg_run(conn, _PG_WRITE, _WRITE_FIELDS, rows)
+        return rows

@@ -22,11 +22,13 @@ GroupBy = Literal["model", "route"]
 
 @dataclass(frozen=True, slots=True)
 class StoredWindow:
-    """One stored window: its key, its figures, and when it was last written (UTC)."""
+    """One stored window: its key, its figures, when it was last written (UTC), and its version
+    (the number of commits that changed it; 0 for a window written before versions existed)."""
 
     key: WindowKey
     delta: WindowDelta
     updated_at: datetime
+    version: int = 0
 
     @property
     def window_start(self) -> datetime:

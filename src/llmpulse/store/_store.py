@@ -16,7 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from llmpulse.store._commit import CheckpointWriter
+from llmpulse.store._commit import CheckpointWriter, written_window
 from llmpulse.store._engine import create_engine_for, migrate, translate_errors, write_transaction
 from llmpulse.store._keys import ApiKeys
 from llmpulse.store._model import (
@@ -49,6 +49,7 @@ def _stored(row: Mapping[Any, Any]) -> StoredWindow:
         key=_key_of(row),
         delta=delta_from_row(row),
         updated_at=datetime.fromtimestamp(float(row["updated_at"]), UTC),
+        version=int(row["version"]),
     )
 
 
@@ -117,7 +118,13 @@ class Store:
 
     # -- writing ---------------------------------------------------------------------------------------
 
-    def commit(self, checkpoint: Checkpoint, *, expect_offsets: Mapping[int, int] | None = None) -> None:
+    def commit(
+        self,
+        checkpoint: Checkpoint,
+        *,
+        expect_offsets: Mapping[int, int] | None = None,
+        return_windows: bool = False,
+    ) -> list[StoredWindow]:
         """Write a checkpoint in ONE transaction: all of it, or (on any error) none of it. Blocks.
 
         Window deltas are added to the stored windows (counters add, histograms merge bucket by
@@ -131,6 +138,9 @@ class Store:
         written and `StaleCheckpoint` is raised. A processor that lost its partitions without noticing
         (a consumer-group member whose session expired) thus cannot count them a second time.
 
+        Returns the windows the checkpoint changed, as this transaction wrote them (merged totals,
+        each with its new version), when `return_windows` is set; else an empty list.
+
         Raises:
             StoreUnavailable: the database is unreachable or busy (retry the same checkpoint).
             StaleCheckpoint: (fenced commits) another processor committed this consumer meanwhile.
@@ -143,8 +153,9 @@ class Store:
         ):
             if expect_offsets is not None:
                 self._writer.check_offsets(conn, checkpoint.consumer, expect_offsets)
-            self._writer.write(conn, checkpoint, time.time())
+            written = self._writer.write(conn, checkpoint, time.time())
         self._windows_written += len(checkpoint.windows)
+        return [written_window(row) for row in written] if return_windows else []
 
     def purge_dedup(self, consumer: str, now: float) -> int:
         """Delete `consumer`'s dedup chunks that expired at or before `now`; the number deleted. Blocks."""

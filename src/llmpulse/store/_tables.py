@@ -52,6 +52,8 @@ metadata = sa.MetaData()
 #: checkpoint's reads (a tenant's windows at one start) and `query_windows` (a tenant's windows by
 #: start). On SQLite the table is WITHOUT ROWID, so each window is one B-tree entry: `make bench`
 #: showed the window upsert was the processor's largest cost with a rowid table plus a second index.
+#: ``version`` counts the commits that changed the window (1 after the first): published window rows
+#: carry it, so a reader of ``llm.metrics`` can tell a stale or repeated row from a newer one.
 windows = sa.Table(
     "windows",
     metadata,
@@ -63,6 +65,7 @@ windows = sa.Table(
     *(sa.Column(name, sa.Double, nullable=False, server_default="0") for name in SUM_FIELDS),
     *(sa.Column(name, sa.Text, nullable=False, server_default="{}") for name in HIST_FIELDS),
     sa.Column("updated_at", sa.Double, nullable=False),
+    sa.Column("version", sa.BigInteger, nullable=False, server_default="0"),
     sa.PrimaryKeyConstraint("tenant_id", "window_start", "route", "model", name="pk_windows"),
     sqlite_with_rowid=False,
 )
