@@ -17,9 +17,12 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from llmpulse.cli import build_parser
+from llmpulse.cli._serve import settings_from_args
 from llmpulse.events import Event
 from llmpulse.pipeline._kafka_log import TOPICS
 from llmpulse.server import ServerSettings, create_app
+from llmpulse.server._run import banner
 from llmpulse.testing.traffic import encode_batch_json, generate_events, iter_batches
 from tests.kafka_broker import TansuBroker
 
@@ -116,3 +119,34 @@ def test_health_end_offsets_add_up_to_the_acknowledged_events(broker: TansuBroke
         by_topic[TOPICS[int(partition) % 3]] += end
     kinds = {"llm.requests": "LLMRequest", "llm.responses": "LLMResponse", "llm.calls": "LLMCall"}
     assert by_topic == {t: sum(type(e).__name__ == kinds[t] for e in events) for t in TOPICS}
+
+
+# -- the serve banner (no broker needed) -------------------------------------------------------------
+
+
+def test_the_banner_names_the_broker_and_topics_in_kafka_mode_not_a_sqlite_log() -> None:
+    settings = ServerSettings(broker_url="kafka://127.0.0.1:19092,127.0.0.1:19093", db_url="sqlite:///s.db")
+    text = banner(settings)
+    assert "event log: Kafka at 127.0.0.1:19092,127.0.0.1:19093" in text
+    assert "topics llm.requests, llm.responses, llm.calls" in text
+    assert "processing: in this process" in text
+    assert "log.db" not in text
+    workers = banner(ServerSettings(broker_url="127.0.0.1:1", run_processor=False, consumer_group="g7"))
+    assert "'llmpulse process' workers (consumer group g7)" in workers
+    embedded = banner(ServerSettings(db_url="sqlite:///x.db"))
+    assert "event log: sqlite:///x.log.db" in embedded
+    assert "Kafka" not in embedded
+
+
+def test_serve_takes_the_workers_group_from_the_flag_or_consumer_group(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    argv = ["serve", "--broker", "kafka://127.0.0.1:1", "--no-processor"]
+    monkeypatch.setenv("CONSUMER_GROUP", "from-env")
+    assert settings_from_args(build_parser().parse_args(argv)).consumer_group == "from-env"
+    args = build_parser().parse_args([*argv, "--group", "from-flag"])
+    assert settings_from_args(args).consumer_group == "from-flag"
+    monkeypatch.delenv("CONSUMER_GROUP")
+    assert settings_from_args(build_parser().parse_args(argv)).consumer_group == "llmpulse-processor"
+    with pytest.raises(ValueError, match="consumer_group"):
+        ServerSettings(consumer_group=" ")

@@ -113,6 +113,11 @@ def add_parser(sub: Subcommands) -> None:
         action="store_true",
         help="ingest and query only: another node aggregates the log (with --broker)",
     )
+    parser.add_argument(
+        "--group",
+        help="with --broker --no-processor: the consumer group of the 'llmpulse process' workers whose "
+        "lag holds ingest back (default llmpulse-processor; env CONSUMER_GROUP)",
+    )
     parser.set_defaults(func=run, parser=parser)
 
 
@@ -147,6 +152,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         broker_url=args.broker,
         kafka_partitions=args.kafka_partitions,
         run_processor=False if args.no_processor else None,
+        consumer_group=args.group,
         demo=args.demo,
         orphan_timeout_s=args.orphan_timeout,
         log_sync=args.log_sync,

@@ -69,10 +69,22 @@ def uvicorn_config(settings: ServerSettings) -> uvicorn.Config:
 def banner(settings: ServerSettings) -> str:
     """What `run` prints on start: the URL, where the data lives and, in demo mode, what to try."""
     url = base_url(settings)
-    lines = [
-        f"llmpulse serving on {url}  (API docs: {url}/docs, health: {url}/health)",
-        f"  store: {settings.db_url}   event log: {settings.resolved_log_url}",
-    ]
+    lines = [f"llmpulse serving on {url}  (API docs: {url}/docs, health: {url}/health)"]
+    if settings.broker_url:
+        from llmpulse.pipeline._kafka_log import TOPICS, parse_brokers
+
+        processing = (
+            "in this process"
+            if settings.run_processor
+            else f"by 'llmpulse process' workers (consumer group {settings.consumer_group})"
+        )
+        lines += [
+            f"  store: {settings.db_url}",
+            f"  event log: Kafka at {parse_brokers(settings.broker_url)}, topics {', '.join(TOPICS)}",
+            f"  processing: {processing}",
+        ]
+    else:
+        lines.append(f"  store: {settings.db_url}   event log: {settings.resolved_log_url}")
     if settings.demo:
         lines += [
             "  demo mode: posting live traffic for tenant-1, tenant-2 and tenant-3 to the server itself",

@@ -30,6 +30,7 @@ ENV_KAFKA_BROKERS: Final = "KAFKA_BROKERS"
 ENV_KAFKA_PARTITIONS: Final = "LLMPULSE_KAFKA_PARTITIONS"
 ENV_KAFKA_DELIVERY_TIMEOUT_S: Final = "LLMPULSE_KAFKA_DELIVERY_TIMEOUT_S"
 ENV_KAFKA_SESSION_TIMEOUT_S: Final = "LLMPULSE_KAFKA_SESSION_TIMEOUT_S"
+ENV_CONSUMER_GROUP: Final = "CONSUMER_GROUP"
 ENV_OTLP_DEFAULT_TENANT: Final = "LLMPULSE_OTLP_DEFAULT_TENANT"
 ENV_OTLP_DEFAULT_ROUTE: Final = "LLMPULSE_OTLP_DEFAULT_ROUTE"
 
@@ -38,6 +39,9 @@ ENV_METRICS_PUBLIC: Final = "LLMPULSE_METRICS_PUBLIC"
 ENV_INSECURE: Final = "LLMPULSE_INSECURE"
 
 DEFAULT_DB_URL: Final = "sqlite:///llmpulse.db"
+#: The consumer group of ``llmpulse process`` workers when ``CONSUMER_GROUP`` is unset (the value of
+#: `llmpulse.pipeline._workers.DEFAULT_GROUP`, repeated so settings need no Kafka client).
+DEFAULT_CONSUMER_GROUP: Final = "llmpulse-processor"
 
 
 def default_log_url(db_url: str) -> str:
@@ -71,9 +75,15 @@ class ServerSettings:
         kafka_partitions: partitions of each event topic the server creates when missing.
         kafka_delivery_timeout_s: how long ingest waits for the broker's acknowledgement (then 503).
         kafka_session_timeout_s: the processor consumers' group session timeout.
-        max_processor_lag_events: in embedded mode, ingest holds new batches back while the processor
-            is more than this many events behind (0: never), so what is acknowledged becomes
-            queryable within about a second even when clients send faster than it can aggregate.
+        consumer_group: with ``run_processor`` off in Kafka mode, the consumer group of the
+            ``llmpulse process`` workers whose committed offsets (store consumers
+            ``group:<group>/<p>``) ingest's admission measures the lag against.
+        max_processor_lag_events: ingest holds new batches back while the processor is more than this
+            many events behind (0: never), so what is acknowledged becomes queryable within about a
+            second even when clients send faster than it can aggregate. In Kafka mode the lag is
+            that of the in-process processor or, with ``run_processor`` off, of the
+            ``consumer_group`` workers (end offsets minus their committed offsets, refreshed every
+            second).
         admission_wait_s: the longest a batch is held back before the answer is 503 + Retry-After.
         otlp_default_tenant, otlp_default_route: the tenant and route of an OTLP span (``POST
             /v1/traces``) whose span and resource attributes name none (``llmpulse.tenant_id``,
@@ -104,6 +114,7 @@ class ServerSettings:
     kafka_partitions: int = 6
     kafka_delivery_timeout_s: float = 10.0
     kafka_session_timeout_s: float = 10.0
+    consumer_group: str = DEFAULT_CONSUMER_GROUP
     otlp_default_tenant: str = DEFAULT_TENANT
     otlp_default_route: str = DEFAULT_ROUTE
     request_limits: RequestLimits = field(default_factory=RequestLimits)
@@ -142,6 +153,8 @@ class ServerSettings:
             raise ValueError(
                 f"kafka_session_timeout_s must be within [1, 300], got {self.kafka_session_timeout_s!r}"
             )
+        if not self.consumer_group.strip():
+            raise ValueError("consumer_group must not be empty")
         if not 0 < self.key_cache_s <= 3600:
             raise ValueError(f"key_cache_s must be in (0, 3600], got {self.key_cache_s!r}")
         for name in ("otlp_default_tenant", "otlp_default_route"):
@@ -181,6 +194,8 @@ class ServerSettings:
             values["kafka_delivery_timeout_s"] = _float(env, ENV_KAFKA_DELIVERY_TIMEOUT_S)
         if ENV_KAFKA_SESSION_TIMEOUT_S in env:
             values["kafka_session_timeout_s"] = _float(env, ENV_KAFKA_SESSION_TIMEOUT_S)
+        if env.get(ENV_CONSUMER_GROUP):
+            values["consumer_group"] = env[ENV_CONSUMER_GROUP]
         if ENV_SYNC in env:
             values["log_sync"] = env[ENV_SYNC].upper()
         if env.get(ENV_OTLP_DEFAULT_TENANT):
