@@ -25,6 +25,7 @@ from llmpulse.server import ServerSettings, create_app
 from llmpulse.server._run import banner
 from llmpulse.testing.traffic import encode_batch_json, generate_events, iter_batches
 from tests.kafka_broker import TansuBroker
+from tests.server.keyed import create_keys
 
 LOCAL_POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 PARTITIONS = 3
@@ -150,3 +151,125 @@ def test_serve_takes_the_workers_group_from_the_flag_or_consumer_group(
     assert settings_from_args(build_parser().parse_args(argv)).consumer_group == "llmpulse-processor"
     with pytest.raises(ValueError, match="consumer_group"):
         ServerSettings(consumer_group=" ")
+
+
+# -- /v1/calls/recent ------------------------------------------------------------------------------
+
+
+def _body(kind: str, **fields: Any) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    if kind == "llm.request":
+        base: dict[str, Any] = {
+            "tenant_id": "acme",
+            "route": "chat",
+            "model": "gpt-4o-mini",
+            "prompt_tokens": 321,
+        }
+        base["timestamp"] = (now - timedelta(seconds=5)).isoformat()
+    elif kind == "llm.response":
+        base = {
+            "latency_ms": 1123.5,
+            "completion_tokens": 512,
+            "timestamp": (now - timedelta(seconds=4)).isoformat(),
+        }
+    else:
+        base = {"model": "gpt-4o-mini", "input_tokens": 100, "output_tokens": 20, "tenant_id": "acme"}
+        base |= {"route": "chat", "latency_ms": 250.0, "timestamp": (now - timedelta(seconds=3)).isoformat()}
+    return {"type": kind, **base, **fields}
+
+
+def test_recent_calls_in_kafka_mode_join_requests_and_responses_like_the_embedded_log(
+    broker: TansuBroker, pg_url: str
+) -> None:
+    old = (datetime.now(UTC) - timedelta(minutes=10)).isoformat()
+    batch = [
+        _body("llm.request", request_id="ok-1", route="search"),
+        _body("llm.response", request_id="ok-1", latency_ms=800.0, ttft_ms=120.0),
+        _body("llm.request", request_id="err-1"),
+        _body("llm.response", request_id="err-1", error={"type": "server_error", "message": "boom"}),
+        _body("llm.request", request_id="wait-1"),
+        _body("llm.request", request_id="late-1", timestamp=old),
+        _body("llm.call", request_id="call-1", cost=0.25, status="cancelled"),
+        _body("llm.call", request_id="call-2", error="rate_limit_exceeded", tenant_id="other"),
+        _body("llm.call", request_id="call-1", cost=0.25, status="cancelled"),  # a resend
+    ]
+    with TestClient(create_app(_settings(broker, pg_url))) as client:
+        assert client.post("/v1/events", json=batch[:4]).status_code == 200
+        assert client.post("/v1/events", json=batch[4:]).status_code == 200
+        answer = client.get("/v1/calls/recent")
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        rows = body["calls"]
+        by_id = {row["request_id"]: row for row in rows}
+        assert len(rows) == len(by_id) == 6
+        assert body["scanned_events"] == len(batch)
+        assert by_id["ok-1"]["status"] == "ok"
+        assert by_id["ok-1"]["route"] == "search"
+        assert by_id["ok-1"]["latency_ms"] == 800.0
+        assert by_id["ok-1"]["ttft_ms"] == 120.0
+        assert by_id["ok-1"]["output_tokens"] == 512
+        assert by_id["err-1"]["status"] == "error"
+        assert by_id["err-1"]["error"] == "boom"
+        assert by_id["wait-1"]["status"] == "pending"
+        assert by_id["late-1"]["status"] == "timeout"  # 10 min > orphan_timeout_s (5 min)
+        assert by_id["call-1"]["status"] == "cancelled"
+        assert by_id["call-1"]["cost_usd"] == 0.25
+        assert by_id["call-2"]["status"] == "error"
+        assert rows[-1]["request_id"] == "late-1"  # newest first
+        only = client.get("/v1/calls/recent", params={"tenant_id": "other"}).json()
+        assert [row["request_id"] for row in only["calls"]] == ["call-2"]
+        routed = client.get("/v1/calls/recent", params={"route": "search"}).json()
+        assert [row["request_id"] for row in routed["calls"]] == ["ok-1"]
+        recent = client.get("/v1/calls/recent", params={"minutes": 5, "limit": 2}).json()
+        assert recent["count"] == 2
+        assert "late-1" not in {row["request_id"] for row in recent["calls"]}
+        # reading the tail does not disturb the processor's reader
+        _until(
+            "the processor has read every event",
+            lambda: client.get("/health").json()["processor"]["processed_events"] == len(batch),
+        )
+
+
+def test_recent_calls_in_kafka_mode_over_traffic_are_the_newest_of_the_tenant(
+    broker: TansuBroker, pg_url: str
+) -> None:
+    events = _events(600, seed=12)
+    with TestClient(create_app(_settings(broker, pg_url))) as client:
+        _post(client, events, batch=100)
+        answer = client.get("/v1/calls/recent", params={"tenant_id": "tenant-1", "limit": 40}).json()
+    assert answer["scanned_events"] == len(events)  # fewer than 20 000: every partition read whole
+    assert answer["count"] == len(answer["calls"]) == 40
+    stamps = [datetime.fromisoformat(c["timestamp"]) for c in answer["calls"]]
+    assert stamps == sorted(stamps, reverse=True)
+    responses = {e.request_id: e for e in events if type(e).__name__ == "LLMResponse"}
+    candidates = sorted(
+        (e for e in events if type(e).__name__ != "LLMResponse" and e.tenant_id == "tenant-1"),
+        key=lambda e: e.timestamp,
+        reverse=True,
+    )
+    unique = list(dict.fromkeys(e.request_id for e in candidates))
+    assert [c["request_id"] for c in answer["calls"]] == unique[:40]
+    for call in answer["calls"]:
+        assert call["tenant_id"] == "tenant-1"
+        if call["request_id"] in responses:
+            assert call["latency_ms"] == responses[call["request_id"]].latency_ms
+
+
+def test_recent_calls_in_kafka_mode_are_scoped_to_the_key_s_tenant(broker: TansuBroker, pg_url: str) -> None:
+    keys, _ = create_keys(pg_url, ["alpha", "beta"])
+    with TestClient(create_app(_settings(broker, pg_url))) as client:
+        for tenant, rid in (("alpha", "a-1"), ("beta", "b-1"), ("beta", "b-2")):
+            # the body names another tenant: the key's tenant wins
+            sent = client.post(
+                "/v1/events",
+                json=[_body("llm.call", request_id=rid, tenant_id="someone-else")],
+                headers={"Authorization": f"Bearer {keys[tenant]}"},
+            )
+            assert sent.status_code == 200, sent.text
+        alpha = {"Authorization": f"Bearer {keys['alpha']}"}
+        assert client.get("/v1/calls/recent").status_code == 401
+        mine = client.get("/v1/calls/recent", headers=alpha).json()
+        assert [(c["request_id"], c["tenant_id"]) for c in mine["calls"]] == [("a-1", "alpha")]
+        assert client.get("/v1/calls/recent", params={"tenant_id": "beta"}, headers=alpha).status_code == 403
+        beta = client.get("/v1/calls/recent", headers={"Authorization": f"Bearer {keys['beta']}"}).json()
+        assert sorted(c["request_id"] for c in beta["calls"]) == ["b-1", "b-2"]

@@ -606,8 +606,8 @@ class KafkaEventLog:
             self._stop.wait(END_OFFSETS_REFRESH_S)
 
     def newest_events(self, per_partition: int, topics: Sequence[str] = TOPICS) -> tuple[list[Event], int]:
-        """At least the newest `per_partition` events of every partition of `topics` (fewer where a
-        partition holds fewer), in no particular order, and how many messages were read. Blocks up to
+        """The newest `per_partition` events of every partition of `topics` (fewer where a partition
+        holds fewer), in no particular order, and how many messages were looked at. Blocks up to
         the delivery timeout (at most 5 s), then returns what it read. Raises `LogUnavailable` when
         the broker does not answer."""
         wanted = [(topic, p) for topic in topics for p in range(self._n_partitions)]
@@ -615,8 +615,9 @@ class KafkaEventLog:
         events: list[Event] = []
         scanned = 0
         for (topic, _), messages in read.messages.items():
-            scanned += len(messages)
-            for message in messages:
+            newest = messages[-per_partition:]  # tansu hands out the rest of the last batch too
+            scanned += len(newest)
+            for message in newest:
                 events.extend(self._decode(topic, message))
         return events, scanned
 

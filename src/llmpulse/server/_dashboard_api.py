@@ -30,7 +30,7 @@ from llmpulse.pricing import Pricer
 from llmpulse.server._auth import scoped_tenant_or_all
 from llmpulse.server._errors import JSON, ApiError, json_response
 from llmpulse.server._query import parse_time
-from llmpulse.server._recent import CallFilter, recent_calls
+from llmpulse.server._recent import CallFilter, TailLog, recent_calls, recent_calls_kafka
 from llmpulse.server._state import server_state
 from llmpulse.store import (
     WINDOW_SECONDS,
@@ -78,7 +78,7 @@ _ERROR_DOC: Final[dict[int | str, dict[str, Any]]] = {
 }
 _RECENT_DOC: Final[dict[int | str, dict[str, Any]]] = {
     **_ERROR_DOC,
-    501: {"description": "The event log is not the embedded SQLite log (Kafka): no recent calls"},
+    501: {"description": "The event log is neither the embedded SQLite log nor a Kafka log"},
 }
 
 TenantParam = Annotated[
@@ -287,7 +287,7 @@ async def get_dimensions(
 
 @router.get(
     "/v1/calls/recent",
-    summary="The most recent calls of a scope with their status (from the event log's tail)",
+    summary="The most recent calls of a scope with their status (from the event log's tail: SQLite or Kafka)",
     responses=_RECENT_DOC,
 )
 async def get_recent_calls(
@@ -312,25 +312,41 @@ async def get_recent_calls(
     Read from the newest 20 000 events of the event log (not the store, which keeps windows): a
     request is shown with its response's status, or ``pending``/``timeout`` without one. Each call:
     ``request_id, tenant_id, route, model, timestamp, status, latency_ms, ttft_ms, input_tokens,
-    output_tokens, cost_usd, error``. 501 when the event log is not the embedded SQLite one (a
-    Kafka log's single reader belongs to the processor).
+    output_tokens, cost_usd, error``.
+
+    With a Kafka event log (scale-out mode) the 20 000 are split evenly over the partitions of
+    ``llm.requests``, ``llm.responses`` and ``llm.calls``: the newest records of each partition are
+    read (by a reader of this server's own, committing nothing, for at most 5 s), a response is
+    joined when it is among the newest of its partition, and the calls with the newest timestamps
+    win; see `llmpulse.server._recent`. 501 for any other event log.
     """
     n = _bounded("limit", limit, DEFAULT_RECENT_LIMIT, 1, MAX_RECENT_LIMIT)
     scope = _scope(request, tenant_id, route, model, from_, to, minutes)
     state = server_state(request)
     log = state.require_log()
-    if not isinstance(log, SQLiteEventLog):
-        raise ApiError(
-            501,
-            "recent calls are read from the embedded SQLite event log; this server's event log "
-            f"({type(log).__name__}) does not serve them",
-        )
     pricer = _pricer(request)
     flt = CallFilter(scope.tenant_id, scope.route, scope.model, scope.start, scope.end)
     timeout_s = state.settings.orphan_timeout_s
-    calls, scanned = await _blocking(
-        lambda: recent_calls(log, flt, limit=n, pricer=pricer, now=time.time(), timeout_s=timeout_s)
-    )
+    if isinstance(log, SQLiteEventLog):
+        sqlite_log = log
+        calls, scanned = await _blocking(
+            lambda: recent_calls(
+                sqlite_log, flt, limit=n, pricer=pricer, now=time.time(), timeout_s=timeout_s
+            )
+        )
+    elif isinstance(log, TailLog):
+        tail_log = log
+        calls, scanned = await _blocking(
+            lambda: recent_calls_kafka(
+                tail_log, flt, limit=n, pricer=pricer, now=time.time(), timeout_s=timeout_s
+            )
+        )
+    else:
+        raise ApiError(
+            501,
+            "recent calls are read from the embedded SQLite event log or the Kafka topics; this "
+            f"server's event log ({type(log).__name__}) serves neither",
+        )
     return json_response({**_head(scope), "calls": calls, "count": len(calls), "scanned_events": scanned})
 
 

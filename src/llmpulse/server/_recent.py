@@ -9,6 +9,16 @@ response is among the events read; otherwise the call is ``pending`` (or ``timeo
 request is not among the events read is not shown (it names no tenant). Duplicates (a resent request or
 response) are shown once.
 
+The Kafka log (scale-out mode) has no single order across its topic-partitions, so
+`recent_calls_kafka` reads the newest ``max_scan_events / (3 × partitions)`` records of every
+partition of ``llm.requests``, ``llm.responses`` and ``llm.calls`` (`KafkaEventLog.newest_events`: an
+assigned consumer that seeks to end − N, commits nothing and gives up after a timeout), then keeps the
+`limit` calls of the scope with the newest timestamps. The differences from the embedded path: the
+events looked at are the newest of each partition rather than the newest of the whole log (a busy
+partition's older calls are not seen while a quiet partition's are), a response is found only among
+the newest records of its own partition (where its request is too, keyed by ``request_id``), and
+among the calls read the newest by timestamp win instead of the newest appended.
+
 Why the log and not a ring buffer in the ingest path: nothing is added to the hot path, nothing is lost
 on restart, and the embedded log keeps its newest records in memory, so reading the tail costs no
 decoding. The bound: a quiet tenant whose last call is older than the newest `max_scan_events` events of
@@ -20,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, Protocol, runtime_checkable
 
 from llmpulse.events import Event, LLMCall, LLMRequest, LLMResponse
 from llmpulse.pipeline import EventLog
@@ -126,6 +136,19 @@ def _pair_row(
     }
 
 
+@runtime_checkable
+class TailLog(Protocol):
+    """A log that reads the newest events of each of its partitions (`KafkaEventLog`)."""
+
+    def partitions(self) -> list[int]:
+        """Every partition of the log."""
+        ...
+
+    def newest_events(self, per_partition: int) -> tuple[list[Event], int]:
+        """At least the newest `per_partition` events of every partition and the number read. Blocks."""
+        ...
+
+
 class _Scan:
     """The state of one backwards scan: what was kept, and the responses seen so far."""
 
@@ -190,6 +213,10 @@ def recent_calls(
                     break
                 scan.take(record.events)
             end = start
+    return _rows(scan, pricer, now=now, timeout_s=timeout_s), scan.scanned
+
+
+def _rows(scan: _Scan, pricer: Pricer, *, now: float, timeout_s: float) -> list[dict[str, Any]]:
     scan.calls.sort(key=lambda e: e.timestamp, reverse=True)
     rows = []
     for event in scan.calls:
@@ -198,4 +225,26 @@ def recent_calls(
         else:
             resp = scan.responses.get(event.request_id)
             rows.append(_pair_row(event, resp, pricer, now=now, timeout_s=timeout_s))
-    return rows, scan.scanned
+    return rows
+
+
+def recent_calls_kafka(
+    log: TailLog,
+    flt: CallFilter,
+    *,
+    limit: int,
+    pricer: Pricer,
+    now: float,
+    timeout_s: float,
+    max_scan_events: int = DEFAULT_MAX_SCAN_EVENTS,
+) -> tuple[list[dict[str, Any]], int]:
+    """`recent_calls` over a Kafka log: the newest `limit` calls of the filter among the newest
+    records of every partition (at most `max_scan_events` in all), and how many events were read.
+    Blocks (reads the broker, bounded by the log's timeout). Rows as `recent_calls`."""
+    per_partition = max(1, max_scan_events // max(1, len(log.partitions())))
+    events, _ = log.newest_events(per_partition)
+    responses = [e for e in events if isinstance(e, LLMResponse)]
+    calls = sorted((e for e in events if not isinstance(e, LLMResponse)), key=lambda e: e.timestamp)
+    scan = _Scan(flt, limit)
+    scan.take([*responses, *calls])  # newest last: `take` looks at the newest first
+    return _rows(scan, pricer, now=now, timeout_s=timeout_s), scan.scanned
