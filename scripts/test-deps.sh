@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system programs the test suite talks to, when they are missing: rsyslog (with its TLS
 # driver) receives the syslog exporter's messages, promtool (Debian's prometheus package) checks the
-# Prometheus exposition, and chromium runs the dashboard's browser tests. Needs root and apt-get;
+# Prometheus exposition, chromium runs the dashboard's browser tests, and Postgres's server binaries
+# (initdb, pg_ctl) let the tests start their own server where none runs on 127.0.0.1:5432. Needs root and apt-get;
 # elsewhere it says what to install and goes on (those tests then fail naming the missing program).
 set -euo pipefail
 need=()
@@ -10,6 +11,7 @@ compgen -G "/usr/lib/*/rsyslog/lmnsd_gtls.so" >/dev/null || need+=(rsyslog-gnutl
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null 2>&1 || need+=(postgresql)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   echo "test-deps: missing ${need[*]}; install them (Debian: apt-get install ${need[*]})" >&2

@@ -32,8 +32,13 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["PostgresError", "PostgresNotFound", "PostgresServer", "postgres_bin_dir"]
+__all__ = ["PostgresError", "PostgresNotFound", "PostgresServer", "postgres_bin_dir", "suite_dsn"]
 
+#: Environment variable naming a Postgres database URL for the test suite (its server must let the
+#: user create databases).
+ENV_TEST_DSN = "POSTGRES_TEST_DSN"
+#: The machine's own Postgres, used when it answers and ``POSTGRES_TEST_DSN`` is not set.
+LOCAL_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 #: Environment variable naming the directory that holds initdb, pg_ctl and postgres.
 ENV_PG_BIN = "PG_BIN"
 _OWNER = "postgres"
@@ -213,3 +218,44 @@ class PostgresServer:
 
     def __repr__(self) -> str:
         return f"<PostgresServer {self.host}:{self.port} data={self.data}>"
+
+
+_suite: dict[str, str] = {}
+_suite_server: list[PostgresServer] = []
+
+
+def _answers(dsn: str) -> bool:
+    import psycopg
+
+    try:
+        with psycopg.connect(dsn, connect_timeout=2):
+            return True
+    except psycopg.Error:
+        return False
+
+
+def suite_dsn() -> str:
+    """The Postgres database URL the test suite uses, decided once per process. Blocks.
+
+    ``$POSTGRES_TEST_DSN`` when set (it must answer); else the machine's own Postgres
+    (`LOCAL_DSN`) when it answers; else a private `PostgresServer` started now, holding a database
+    ``test`` and stopped when the process exits. So a machine without Postgres still runs every
+    Postgres test (needing only Debian's ``postgresql`` package, which ``make test`` installs);
+    `PostgresNotFound` or `PostgresError` otherwise, naming what is missing: tests fail, never skip.
+    """
+    if "dsn" in _suite:
+        return _suite["dsn"]
+    configured = os.environ.get(ENV_TEST_DSN)
+    if configured:
+        if not _answers(configured):
+            raise PostgresError(f"{ENV_TEST_DSN}={configured} does not answer")
+        dsn = configured
+    elif _answers(LOCAL_DSN):
+        dsn = LOCAL_DSN
+    else:
+        server = PostgresServer().start()
+        _suite_server.append(server)
+        atexit.register(server.remove)
+        dsn = server.create_database("test")
+    _suite["dsn"] = dsn
+    return dsn

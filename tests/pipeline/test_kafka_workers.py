@@ -1,9 +1,10 @@
 """`llmpulse process` workers in a consumer group: a real tansu broker and the machine's Postgres.
 
-Each test gets a fresh Postgres database (created on 127.0.0.1:5432, or under ``POSTGRES_TEST_DSN``'s
-server, and dropped afterwards). Without tansu or Postgres these tests fail naming what is missing;
-they never skip. Workers run as subprocesses with a short session timeout, so a SIGKILLed worker's
-partitions move to the others within seconds.
+Each test gets a fresh Postgres database (created on `tests.postgres_server.suite_dsn`'s server:
+``POSTGRES_TEST_DSN``'s, the machine's own, or one the tests start; dropped afterwards). Without
+tansu or Postgres these tests fail naming what is missing; they never skip. Workers run as
+subprocesses with a short session timeout, so a SIGKILLed worker's partitions move to the others
+within seconds.
 
 Tests wait until each started worker has taken part in a rebalance before stopping another one: with
 tansu, a worker that left the group (SIGTERM) before the group's first assignment completed twice left
@@ -46,8 +47,8 @@ from llmpulse.store._commit import StaleCheckpoint
 from llmpulse.testing.traffic import generate_events, iter_batches
 from tests.kafka_broker import TansuBroker
 from tests.oracle import Expected, assert_matches, expected_windows
+from tests.postgres_server import suite_dsn
 
-LOCAL_POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 PARTITIONS = 6
 SESSION_TIMEOUT_S = 3.0
 ORPHAN_TIMEOUT_S = 2.0
@@ -57,7 +58,7 @@ ORPHAN_TIMEOUT_S = 2.0
 
 
 def _server_dsn() -> str:
-    return os.environ.get("POSTGRES_TEST_DSN") or LOCAL_POSTGRES_DSN
+    return suite_dsn()
 
 
 @pytest.fixture

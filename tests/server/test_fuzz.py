@@ -31,9 +31,9 @@ from schemathesis import GenerationMode
 from llmpulse.events import Limits
 from llmpulse.server import ServerSettings, create_app
 from llmpulse.server._limits import RequestLimits
+from tests.postgres_server import suite_dsn
 from tests.server.keyed import create_keys
 from tests.server.live_server import live_server
-from tests.store.conftest import POSTGRES_TEST_DSN
 
 #: Examples per operation in the short pass (``make test``).
 DEFAULT_EXAMPLES = 20
@@ -93,12 +93,9 @@ def _own_postgres_database(dsn: str) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def keyed_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """A server with keys for alpha and beta, on Postgres when reachable; requests use alpha's key."""
+    """A server with keys for alpha and beta, on Postgres; requests use alpha's key."""
     tmp = tmp_path_factory.mktemp("fuzz-keyed")
-    if not POSTGRES_TEST_DSN:
-        yield from _serve(tmp, f"sqlite:///{tmp / 'fuzz.db'}", ("alpha", "beta"))
-        return
-    with _own_postgres_database(POSTGRES_TEST_DSN) as db:
+    with _own_postgres_database(suite_dsn()) as db:
         yield from _serve(tmp, db, ("alpha", "beta"))
 
 

@@ -1,13 +1,12 @@
-"""Store fixtures: every store test runs on SQLite files, and on Postgres when one is reachable.
+"""Store fixtures: every store test runs on SQLite files and on Postgres.
 
-``POSTGRES_TEST_DSN`` is a libpq URL (``postgresql://postgres@127.0.0.1:5432/test``); when it is not
-set, the machine's own Postgres at that address is used if it answers. The store's tables in that
-database are dropped before each test. (Starting a Postgres where none runs arrives with scale-out.)
+The Postgres is `tests.postgres_server.suite_dsn`'s: ``POSTGRES_TEST_DSN`` when set, else the
+machine's own at 127.0.0.1:5432 when it answers, else a private server the tests start. The store's
+tables in that database are dropped before each test.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -17,22 +16,9 @@ import sqlalchemy as sa
 from llmpulse.store import Store, WindowDelta
 from llmpulse.store._histogram import add
 from llmpulse.store._tables import metadata
+from tests.postgres_server import suite_dsn
 
-LOCAL_POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-def _local_postgres() -> str:
-    try:
-        import psycopg
-
-        with psycopg.connect(LOCAL_POSTGRES_DSN, connect_timeout=2):
-            return LOCAL_POSTGRES_DSN
-    except Exception:
-        return ""
-
-
-POSTGRES_TEST_DSN = os.environ.get("POSTGRES_TEST_DSN") or _local_postgres()
-DIALECTS = ["sqlite", *(["postgresql"] if POSTGRES_TEST_DSN else [])]
+DIALECTS = ["sqlite", "postgresql"]
 
 
 def reset_postgres(dsn: str) -> None:
@@ -52,8 +38,9 @@ def reset_postgres(dsn: str) -> None:
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A URL of an empty database: a SQLite file in tmp_path, or the (emptied) Postgres test database."""
     if request.param == "postgresql":
-        reset_postgres(POSTGRES_TEST_DSN)
-        return POSTGRES_TEST_DSN
+        dsn = suite_dsn()
+        reset_postgres(dsn)
+        return dsn
     return f"sqlite:///{tmp_path / 'store.db'}"
 
 
