@@ -8,6 +8,7 @@ never skip.
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -273,3 +274,94 @@ def test_recent_calls_in_kafka_mode_are_scoped_to_the_key_s_tenant(broker: Tansu
         assert client.get("/v1/calls/recent", params={"tenant_id": "beta"}, headers=alpha).status_code == 403
         beta = client.get("/v1/calls/recent", headers={"Authorization": f"Bearer {keys['beta']}"}).json()
         assert sorted(c["request_id"] for c in beta["calls"]) == ["b-1", "b-2"]
+
+
+# -- admission by processing lag -------------------------------------------------------------------
+
+
+def _post_until_refused(client: TestClient, events: list[Event], timeout: float = 15.0) -> tuple[int, Any]:
+    """POST 50-event batches until one is refused; (events acknowledged before, the refusal)."""
+    acked = 0
+    deadline = time.monotonic() + timeout
+    for i, chunk in enumerate(iter_batches(events * 100, 50)):
+        assert time.monotonic() < deadline, f"ingest never pushed back ({acked} events acknowledged)"
+        response = client.post("/v1/events", content=encode_batch_json(chunk))
+        if response.status_code == 503:
+            return acked, response
+        assert response.status_code == 200, response.text
+        acked += len(chunk)
+        if i % 4 == 3:
+            time.sleep(0.3)  # let the lag snapshots catch up
+    raise AssertionError("unreachable")
+
+
+def _health(client: TestClient) -> dict[str, Any]:
+    body: dict[str, Any] = client.get("/health").json()
+    return body
+
+
+def test_ingest_pushes_back_while_group_workers_lag_and_admits_once_they_caught_up(
+    broker: TansuBroker, pg_url: str
+) -> None:
+    from llmpulse.pipeline import KafkaLogConfig, ProcessorConfig
+    from llmpulse.pipeline._workers import GroupWorker
+    from llmpulse.store import Store
+
+    settings = _settings(
+        broker,
+        pg_url,
+        run_processor=False,
+        max_processor_lag_events=100,
+        admission_wait_s=0.3,
+        consumer_group="lag-g",
+    )
+    events = _events(100, seed=13)
+    with TestClient(create_app(settings)) as client:
+        acked, refused = _post_until_refused(client, events)
+        assert acked > 100
+        assert float(refused.headers["retry-after"]) >= 1
+        assert "events behind" in refused.json()["error"]
+        # once the snapshots are fresh, the figure is exact: nothing is committed yet
+        _until(
+            "the lag equals what was acknowledged", lambda: _health(client)["workers"]["lag_events"] == acked
+        )
+        assert _health(client)["workers"]["group"] == "lag-g"
+
+        store = Store.open(pg_url)
+        worker = GroupWorker(
+            KafkaLogConfig(f"kafka://{broker.bootstrap}", partitions=PARTITIONS, session_timeout_s=3.0),
+            store,
+            group="lag-g",
+            processor=ProcessorConfig(orphan_timeout_s=300),
+            checkpoint_interval_s=0.1,
+            publish_metrics=False,
+        )
+        thread = threading.Thread(target=worker.run, daemon=True)
+        thread.start()
+        try:
+            _until("the workers caught up", lambda: _health(client)["workers"]["lag_events"] == 0, timeout=40)
+            started = time.monotonic()
+            response = client.post("/v1/events", content=encode_batch_json(events[:50]))
+            assert response.status_code == 200, response.text
+            assert time.monotonic() - started < 0.3  # admitted without waiting
+        finally:
+            worker.stop()
+            thread.join(30)
+            store.close()
+        assert not thread.is_alive()
+
+
+def test_ingest_pushes_back_while_the_in_process_processor_lags_in_kafka_mode(
+    broker: TansuBroker, pg_url: str
+) -> None:
+    settings = _settings(broker, pg_url, max_processor_lag_events=60, admission_wait_s=0.3)
+    events = _events(100, seed=14)
+    with TestClient(create_app(settings)) as client:
+        runner = client.app.state.llmpulse.runner  # type: ignore[attr-defined]
+        assert _post(client, events[:120]) == 120
+        _until("the processor's lag is known and zero", lambda: runner.lag_events() == 0)
+        runner.stop()  # the processor falls behind from now on
+        acked, refused = _post_until_refused(client, events)
+        assert acked > 60
+        assert "events behind" in refused.json()["error"]
+        _until("the lag equals what was acknowledged since", lambda: runner.lag_events() == acked)

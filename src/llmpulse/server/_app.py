@@ -4,7 +4,8 @@ The lifespan enters each resource into one `AsyncExitStack` (Phoenix's `create_a
 the event log and the store (unless the caller passed them in, in which case the caller owns and closes
 them), starts the processor runner in embedded mode, and in demo mode a task that posts live traffic
 to the server itself. On shutdown, after the HTTP server has finished every in-flight request, it
-unwinds in reverse: the demo task stops, the runner commits a final checkpoint and stops, the store
+unwinds in reverse: the demo task stops, the runner commits (or, in Kafka mode without the processor,
+the thread measuring the workers' lag for admission stops) a final checkpoint and stops, the store
 closes, and the log finishes any appends still queued and closes. Every acknowledged event is
 therefore in the log when the process exits.
 
@@ -18,7 +19,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import msgspec
 from anyio import to_thread
@@ -38,6 +39,7 @@ from llmpulse.server._errors import ApiError, error_response, install_error_hand
 from llmpulse.server._health import router as health_router
 from llmpulse.server._ingest import post_events, post_request, post_response
 from llmpulse.server._ingest import router as ingest_router
+from llmpulse.server._lag import GroupLag, LagLog
 from llmpulse.server._metrics import ServerMetrics
 from llmpulse.server._metrics import router as metrics_router
 from llmpulse.server._otlp import post_traces
@@ -204,6 +206,15 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             await to_thread.run_sync(runner.start)
             stack.push_async_callback(_in_thread, lambda: runner.stop(RUNNER_STOP_TIMEOUT_S))
             state.runner = runner
+        elif (
+            settings.broker_url
+            and settings.max_processor_lag_events > 0
+            and hasattr(state.log, "events_after")
+        ):
+            group_lag = GroupLag(cast("LagLog", state.log), state.store, settings.consumer_group)
+            await to_thread.run_sync(group_lag.start)
+            stack.push_async_callback(_in_thread, group_lag.stop)
+            state.group_lag = group_lag
         if settings.demo:
             from llmpulse.server._demo import start_demo
 
@@ -213,6 +224,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         finally:
             _log.info("llmpulse server shutting down")
             state.runner = None
+            state.group_lag = None
     state.log, state.store, state.demo_url = given_log, given_store, None
 
 

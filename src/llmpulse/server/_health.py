@@ -10,7 +10,9 @@ one partition whose offsets count appended batches; with Kafka one entry per top
 (``3 * p + t``, `llmpulse.pipeline._kafka_log`), each counting events, so their sum is the number of
 events the topics hold (everything acknowledged, by any ingest node, plus anything produced to the
 topics by other clients). ``processor.lag_records`` is, per partition, the end offset minus the
-processor's committed offset.
+processor's committed offset. In Kafka mode without the processor, ``workers`` has the consumer
+group's ``lag_events`` (end offsets minus the offsets its workers committed to the store; null while
+unknown), the figure ingest's admission uses.
 """
 
 from __future__ import annotations
@@ -85,6 +87,12 @@ def collect(state: ServerState) -> tuple[bool, dict[str, Any]]:
         "processor": processor,
         "counters": _counters(state),
     }
+    if state.group_lag is not None:
+        body["workers"] = {
+            "group": state.group_lag.group,
+            "lag_events": state.group_lag.lag_events(),
+            "error": state.group_lag.last_error,
+        }
     return healthy, body
 
 

@@ -110,12 +110,16 @@ def _accepted_doc(batch: bool) -> dict[int | str, dict[str, Any]]:
 
 
 async def _admit(state: ServerState) -> None:
-    """Hold a batch back while the embedded processor lags too far behind; 503 after the wait.
+    """Hold a batch back while the processing lags too far behind; 503 after the wait.
 
     The wait is what slows a client down to the speed the processor aggregates at (back-pressure by
-    latency), instead of letting acknowledged-but-not-queryable events pile up.
+    latency), instead of letting acknowledged-but-not-queryable events pile up. The lag is the
+    in-process processor's (`ProcessorRunner.lag_events`: embedded, or ``serve --broker``) or, in
+    Kafka mode without it, the ``llmpulse process`` workers' (`llmpulse.server._lag.GroupLag`); the
+    same `ServerSettings.max_processor_lag_events` and `admission_wait_s` apply to both.
     """
-    runner, limit = state.runner, state.settings.max_processor_lag_events
+    runner = state.runner if state.runner is not None else state.group_lag
+    limit = state.settings.max_processor_lag_events
     if runner is None or limit <= 0:
         return
     lag = runner.lag_events()

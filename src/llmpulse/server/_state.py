@@ -14,6 +14,7 @@ from llmpulse.server._settings import ServerSettings
 if TYPE_CHECKING:
     from llmpulse.pipeline import EventLog, ProcessorRunner
     from llmpulse.server._auth import Gate
+    from llmpulse.server._lag import GroupLag
     from llmpulse.server._metrics import ServerMetrics
     from llmpulse.store import Store
 
@@ -52,13 +53,15 @@ class ServerState:
     """The running server's dependencies, kept in ``app.state.llmpulse``.
 
     `log` and `store` are set before requests are served (at startup, or by the caller); `runner` is
-    None unless the processor runs in this process. `otlp` counts what the OTLP receiver saw.
+    None unless the processor runs in this process; `group_lag` measures the ``llmpulse process``
+    workers' lag in Kafka mode without it. `otlp` counts what the OTLP receiver saw.
     """
 
     settings: ServerSettings
     log: EventLog | None = None
     store: Store | None = None
     runner: ProcessorRunner | None = None
+    group_lag: GroupLag | None = None
     started_at: float = field(default_factory=time.time)
     demo_url: str | None = None
     otlp: OTLPCounters = field(default_factory=OTLPCounters)
