@@ -272,10 +272,10 @@ def bench_kafka(
 
     with TansuBroker() as broker, _pg_database() as db:
         broker_url = f"kafka://{broker.bootstrap}"
-        proc, port = _serve(
-            ["--broker", broker_url, "--db", db, "--no-processor", "--kafka-partitions", str(PARTITIONS)],
-            tmp / "kafka-serve.out",
-        )
+        # --group: serve's back-pressure reads the lag of the live worker's group
+        args = ["--broker", broker_url, "--db", db, "--no-processor", "--group", "live"]
+        args += ["--kafka-partitions", str(PARTITIONS)]
+        proc, port = _serve(args, tmp / "kafka-serve.out")
         try:
             worker = _Worker(broker_url, db, "live", tmp / "live-worker.out")
             try:
