@@ -210,6 +210,7 @@ def test_client_commands_send_the_api_key_from_the_flag_or_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     url, db = served
+    monkeypatch.setenv("COLUMNS", "200")  # the CLI's messages are wrapped to the terminal's width
     with Store.open(db) as store:
         _, key = store.keys.create("acme")
     _wait_status(f"{url}/v1/metrics", 401)
