@@ -259,3 +259,12 @@ def test_each_commit_to_a_window_raises_its_version_and_returns_it_as_written(st
     }
     assert store.commit(Checkpoint("c", windows={KEY: make_delta(requests=1)})) == []  # not asked
     assert store.query_windows("t1", model="gpt-4.1-mini")[0].version == 3
+
+
+def test_committed_offsets_by_consumer_prefix_reads_only_those_consumers(store: Store) -> None:
+    store.commit(Checkpoint("group:g_1/0", offsets={0: 5, 1: 7}))
+    store.commit(Checkpoint("group:g_1/1", offsets={3: 2}))
+    store.commit(Checkpoint("group:gx1/0", offsets={0: 99}))  # "_" must not match as a wildcard
+    store.commit(Checkpoint("kafka", offsets={0: 1}))
+    assert store.committed_offsets("group:g_1/") == {"group:g_1/0": {0: 5, 1: 7}, "group:g_1/1": {3: 2}}
+    assert store.committed_offsets("nobody") == {}

@@ -22,8 +22,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Final, Protocol
 
-import sqlalchemy as sa
-
+from llmpulse.pipeline._runner import GROUP_CONSUMER_PREFIX
 from llmpulse.store import Store
 
 _log = logging.getLogger("llmpulse.server")
@@ -32,10 +31,6 @@ _log = logging.getLogger("llmpulse.server")
 REFRESH_S: Final = 1.0
 #: Committed offsets older than this are not used (the lag is unknown).
 STALE_S: Final = 5.0
-#: The processor offsets table, as much of it as this module reads (`llmpulse.store` owns it).
-_OFFSETS: Final = sa.table(
-    "processor_offsets", sa.column("consumer"), sa.column("partition"), sa.column("next_offset")
-)
 
 
 class LagLog(Protocol):
@@ -53,12 +48,10 @@ class LagLog(Protocol):
 def group_offsets(store: Store, group: str) -> dict[int, int]:
     """The offsets (protocol partition → next offset) committed by the units of consumer group `group`.
     Blocks (one query)."""
-    prefix = f"group:{group}/"
-    query = sa.select(_OFFSETS.c.partition, _OFFSETS.c.next_offset).where(
-        _OFFSETS.c.consumer.startswith(prefix, autoescape=True)
-    )
-    with store.engine.connect() as conn:
-        return {int(p): int(o) for p, o in conn.execute(query)}
+    offsets: dict[int, int] = {}
+    for unit in store.committed_offsets(f"{GROUP_CONSUMER_PREFIX}{group}/").values():
+        offsets.update(unit)  # each unit holds its own partitions: no two units share one
+    return offsets
 
 
 class GroupLag:

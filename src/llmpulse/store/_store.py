@@ -179,6 +179,18 @@ class Store:
             query = sa.select(processor_offsets.c.consumer).distinct()
             return {str(c) for (c,) in conn.execute(query)}
 
+    def committed_offsets(self, consumer_prefix: str) -> dict[str, dict[int, int]]:
+        """The offsets committed by every consumer whose name starts with `consumer_prefix` (consumer
+        → partition → next offset to read); one query, nothing else of their state. Blocks."""
+        query = sa.select(
+            processor_offsets.c.consumer, processor_offsets.c.partition, processor_offsets.c.next_offset
+        ).where(processor_offsets.c.consumer.startswith(consumer_prefix, autoescape=True))
+        found: dict[str, dict[int, int]] = {}
+        with self._reading("reading committed offsets") as conn:
+            for consumer, partition, offset in conn.execute(query):
+                found.setdefault(str(consumer), {})[int(partition)] = int(offset)
+        return found
+
     def load_state(self, consumer: str, now: float) -> ProcessorState:
         """What `consumer` committed: offsets, pending entries, unexpired dedup keys, watermark. Blocks.
 
