@@ -61,10 +61,10 @@ def _server_dsn() -> str:
     return suite_dsn()
 
 
-@pytest.fixture
-def new_pg_database() -> Iterator[Callable[[], str]]:
-    """Creates fresh, empty Postgres databases (their URLs); drops them after the test. Fails when no
-    Postgres answers."""
+@contextlib.contextmanager
+def pg_databases() -> Iterator[Callable[[], str]]:
+    """Creates fresh, empty Postgres databases (their URLs); drops them on exit. Fails the test when
+    no Postgres answers."""
     import psycopg
 
     admin_dsn = _server_dsn()
@@ -85,6 +85,13 @@ def new_pg_database() -> Iterator[Callable[[], str]]:
     with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=3) as conn:
         for name in names:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def new_pg_database() -> Iterator[Callable[[], str]]:
+    """Creates fresh, empty Postgres databases (their URLs); drops them after the test."""
+    with pg_databases() as create:
+        yield create
 
 
 @pytest.fixture
