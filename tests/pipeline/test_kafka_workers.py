@@ -452,14 +452,16 @@ class _FlakyStore:
     def load_state(self, consumer: str, now: float) -> Any:
         return self.store.load_state(consumer, now)
 
-    def commit(
-        self, checkpoint: Checkpoint, *, expect_offsets: Any = None, return_windows: bool = False
+    def commit_many(
+        self, checkpoints: Any, *, expect_offsets: Any = None, return_windows: bool = False
     ) -> list[Any]:
         self.calls += 1
-        if checkpoint.offsets and self.calls % self.fail_every == 0:
+        if any(cp.offsets for cp in checkpoints) and self.calls % self.fail_every == 0:
             self.failed += 1
             raise StoreUnavailable("the database went away (test)")
-        return self.store.commit(checkpoint, expect_offsets=expect_offsets, return_windows=return_windows)
+        return self.store.commit_many(
+            checkpoints, expect_offsets=expect_offsets, return_windows=return_windows
+        )
 
 
 @pytest.mark.slow
@@ -470,13 +472,13 @@ def test_failed_commits_reload_the_partition_and_count_nothing_twice(
     expected = expected_windows(events, unanswered_are_timeouts=True)
     url = f"sqlite:///{tmp_path / 'flaky.db'}"
     with Store.open(url) as store:
-        flaky = _FlakyStore(store, fail_every=4)
+        flaky = _FlakyStore(store, fail_every=2)
         config = KafkaLogConfig(f"kafka://{broker.bootstrap}", session_timeout_s=SESSION_TIMEOUT_S)
         worker = GroupWorker(
             config, flaky, group="flaky", processor=ProcessorConfig(orphan_timeout_s=ORPHAN_TIMEOUT_S)
         )
         thread = threading.Thread(target=worker.run, daemon=True)
-        producer = _Producer(broker, events, pace_s=0.05)
+        producer = _Producer(broker, events, pace_s=0.25)  # ~3 s: several commits, every 2nd failing
         producer.start()
         thread.start()
         try:

@@ -268,3 +268,45 @@ def test_committed_offsets_by_consumer_prefix_reads_only_those_consumers(store: 
     store.commit(Checkpoint("kafka", offsets={0: 1}))
     assert store.committed_offsets("group:g_1/") == {"group:g_1/0": {0: 5, 1: 7}, "group:g_1/1": {3: 2}}
     assert store.committed_offsets("nobody") == {}
+
+
+def test_commit_many_writes_several_consumers_in_one_transaction_with_windows_added_up(store: Store) -> None:
+    from llmpulse.store._commit import StaleCheckpoint
+
+    a = Checkpoint(
+        "u/0",
+        offsets={0: 4},
+        windows={KEY: make_delta(requests=2, latencies=[10.0])},
+        pending_upserts=[PendingEntry("r1", "request", b"x", 1.0, False)],
+        dedup_keys=["p:a"],
+        dedup_expires_at=9e9,
+        counters={"duplicates": 1},
+        watermark=5.0,
+    )
+    b = Checkpoint(
+        "u/1",
+        offsets={3: 7},
+        windows={KEY: make_delta(requests=3, latencies=[20.0])},
+        dedup_keys=["p:b"],
+        dedup_expires_at=9e9,
+        counters={"duplicates": 2},
+        watermark=6.0,
+    )
+    (written,) = store.commit_many([a, b], expect_offsets={"u/0": {}, "u/1": {}}, return_windows=True)
+    assert (written.version, written.delta.requests, written.delta.latency_count) == (1, 5, 2)
+    assert store.counters()["duplicates"] == 3
+    first, second = store.load_state("u/0", 0.0), store.load_state("u/1", 0.0)
+    assert (first.offsets, second.offsets) == ({0: 4}, {3: 7})
+    assert ([e.request_id for e in first.pending], second.pending) == (["r1"], [])
+    assert (first.dedup_keys, second.dedup_keys) == ({"p:a"}, {"p:b"})
+    assert (first.watermark, second.watermark) == (5.0, 6.0)
+    # one stale consumer: nothing of either is written, and the error names it
+    again = [Checkpoint("u/0", offsets={0: 9}, windows={KEY: make_delta(requests=1)}),
+             Checkpoint("u/1", offsets={3: 9}, windows={KEY: make_delta(requests=1)})]  # fmt: skip
+    with pytest.raises(StaleCheckpoint) as stale:
+        store.commit_many(again, expect_offsets={"u/0": {0: 4}, "u/1": {3: 6}})
+    assert stale.value.consumer == "u/1"
+    assert _only_window(store).requests == 5
+    assert store.load_state("u/0", 0.0).offsets == {0: 4}
+    with pytest.raises(ValueError, match="distinct"):
+        store.commit_many([a, a])

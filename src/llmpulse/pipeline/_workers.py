@@ -20,12 +20,15 @@ Assignment
 
 Commits
     Every `checkpoint_interval_s` (and at least once a second, so orphan timeouts fire on the
-    processor's clock) each unit commits its window deltas, pending joins, dedup keys and its three
-    offsets in one store transaction, fenced on the offsets it loaded or last committed
-    (`Store.commit(expect_offsets=…)`): a worker that lost a unit without noticing cannot commit it
-    again. Windows from several units merge additively in the store. A failed commit reloads the unit
-    from the store and seeks back to its stored offsets: what was not committed is read again and
-    counted once. When the unit's state cannot be loaded either (the database is down for longer than
+    processor's clock) the worker commits every changed unit's window deltas, pending joins, dedup
+    keys and three offsets in ONE store transaction (`Store.commit_many`: the units' window deltas
+    are added up first and each kind of row is one statement, so a worker's commit costs the same
+    few round trips whatever the number of its partitions), fenced on the offsets each unit loaded
+    or last committed: a worker that lost a unit without noticing cannot commit it again, and then
+    nothing of the transaction is written (the stale unit is dropped, the others are reloaded).
+    Windows from several workers merge additively in the store. A failed commit reloads the units
+    from the store and seeks back to their stored offsets: what was not committed is read again and
+    counted once. When a unit's state cannot be loaded either (the database is down for longer than
     the load retries), its partitions are paused and the worker tries to load it again every
     `_RETRY_LOAD_S` seconds until the store answers (or a rebalance takes the unit away); the same
     holds for a unit whose state cannot be loaded on assignment (it is not read meanwhile). Nothing is
@@ -58,7 +61,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
@@ -128,15 +131,15 @@ class WorkerStore(Protocol):
         """The last committed state of `consumer`. Blocks."""
         ...
 
-    def commit(
+    def commit_many(
         self,
-        checkpoint: Checkpoint,
+        checkpoints: Sequence[Checkpoint],
         *,
-        expect_offsets: Mapping[int, int] | None = None,
+        expect_offsets: Mapping[str, Mapping[int, int]] | None = None,
         return_windows: bool = False,
     ) -> list[StoredWindow]:
-        """Write a checkpoint in one transaction (fenced on `expect_offsets`); the windows as
-        written when `return_windows`. Blocks."""
+        """Write several consumers' checkpoints in one transaction (fenced on `expect_offsets`); the
+        windows as written when `return_windows`. Blocks."""
         ...
 
 
@@ -388,32 +391,44 @@ class GroupWorker:
             batch_unit.core.process(batch, now)
 
     def _commit_all(self, *, force: bool) -> None:
-        for p in list(self._units):
-            unit = self._units.get(p)
-            if unit is not None and (unit.dirty or force):
-                self._commit(unit)
-
-    def _commit(self, unit: _Unit) -> None:
+        """Commit every dirty unit (every unit when `force`) in one store transaction."""
+        units = [u for u in self._units.values() if u.dirty or force]
+        if not units:
+            return
         now = self._clock()
-        unit.core.expire(now)
-        checkpoint = unit.core.checkpoint(unit.consumer, dict(unit.offsets), now)
+        checkpoints = []
+        for unit in units:
+            unit.core.expire(now)
+            checkpoints.append(unit.core.checkpoint(unit.consumer, dict(unit.offsets), now))
+        fence = {unit.consumer: unit.committed for unit in units}
         publish = self._producer is not None
         try:
-            written = self._store.commit(checkpoint, expect_offsets=unit.committed, return_windows=publish)
+            written = self._store.commit_many(checkpoints, expect_offsets=fence, return_windows=publish)
         except StaleCheckpoint as exc:
+            # nothing was written; the stale unit belongs to another worker now, and the others
+            # handed their changes to the failed transaction: read those again from the store
             self._failures += 1
-            _log.error("partition %d belongs to another worker now (%s); dropping it", unit.partition, exc)
-            self._drop(unit)
+            for unit in units:
+                if unit.consumer == exc.consumer:
+                    _log.error(
+                        "partition %d belongs to another worker now (%s); dropping it", unit.partition, exc
+                    )
+                    self._drop(unit)
+                else:
+                    self._reload(unit)
             return
         except StoreError as exc:
             self._failures += 1
             _log.error(
-                "committing partition %d failed (%s); reloading it from the store", unit.partition, exc
-            )
-            self._reload(unit)
+                "committing partitions %s failed (%s); reloading them from the store",
+                [u.partition for u in units], exc,
+            )  # fmt: skip
+            for unit in units:
+                self._reload(unit)
             return
-        unit.committed = dict(unit.offsets)
-        unit.dirty = False
+        for unit in units:
+            unit.committed = dict(unit.offsets)
+            unit.dirty = False
         self._commits += 1
         if self._producer is not None and written:
             self._publish_windows(self._producer, written)

@@ -62,7 +62,13 @@ _PENDING_FIELDS: Final = ("consumer", "request_id", "kind", "payload", "seen_at"
 class StaleCheckpoint(StoreError):
     """A fenced commit found other offsets stored for its consumer than it expected: another
     processor committed that consumer's state meanwhile (it owns the partition now), so this
-    checkpoint was built on stale state and nothing of it was written. Not retryable as is: reload."""
+    checkpoint was built on stale state and nothing of it was written. Not retryable as is: reload.
+
+    `consumer` names the stale consumer (one of several when they were committed together)."""
+
+    def __init__(self, message: str, *, consumer: str = "") -> None:
+        super().__init__(message)
+        self.consumer = consumer
 
 
 def _chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
@@ -252,62 +258,83 @@ class CheckpointWriter:
         )
         self._offsets = upsert(processor_offsets, ["consumer", "partition"], {"next_offset": True})
 
-    def check_offsets(self, conn: sa.Connection, consumer: str, expected: Mapping[int, int]) -> None:
-        """Lock `consumer`'s offset rows and raise `StaleCheckpoint` unless they hold `expected`
-        (a partition without a row counts as offset 0). Run first in the commit's transaction. Blocks."""
-        query = sa.select(processor_offsets.c.partition, processor_offsets.c.next_offset).where(
-            processor_offsets.c.consumer == consumer
-        )
+    def check_offsets(self, conn: sa.Connection, expected: Mapping[str, Mapping[int, int]]) -> None:
+        """Lock the offset rows of every consumer in `expected` and raise `StaleCheckpoint` (naming
+        the first consumer found stale) unless each holds its expected offsets (a partition without a
+        row counts as offset 0). Run first in the commit's transaction. One query. Blocks."""
+        if not expected:
+            return
+        query = sa.select(
+            processor_offsets.c.consumer, processor_offsets.c.partition, processor_offsets.c.next_offset
+        ).where(processor_offsets.c.consumer.in_(sorted(expected)))
         if self._postgres:
+            query = query.order_by(processor_offsets.c.consumer, processor_offsets.c.partition)
             query = query.with_for_update()
-        stored = {int(p): int(o) for p, o in conn.execute(query)}
-        for partition in sorted(set(stored) | set(expected)):
-            if stored.get(partition, 0) != expected.get(partition, 0):
-                raise StaleCheckpoint(
-                    f"consumer {consumer!r} has offset {stored.get(partition, 0)} stored for partition "
-                    f"{partition}, expected {expected.get(partition, 0)}: another processor committed it"
-                )
+        stored: dict[str, dict[int, int]] = {}
+        for consumer, partition, offset in conn.execute(query):
+            stored.setdefault(str(consumer), {})[int(partition)] = int(offset)
+        for consumer in sorted(expected):
+            want, have = expected[consumer], stored.get(consumer, {})
+            for partition in sorted(set(have) | set(want)):
+                if have.get(partition, 0) != want.get(partition, 0):
+                    raise StaleCheckpoint(
+                        f"consumer {consumer!r} has offset {have.get(partition, 0)} stored for partition "
+                        f"{partition}, expected {want.get(partition, 0)}: another processor committed it",
+                        consumer=consumer,
+                    )
 
-    def write(self, conn: sa.Connection, cp: Checkpoint, now: float) -> list[WindowRow]:
-        """Write every part of `cp` on `conn`, inside the caller's (write) transaction; the window
-        rows as written (merged totals, new versions). Blocks."""
-        written = self._write_windows(conn, cp.windows, now)
-        if cp.pending_upserts:
+    def write(self, conn: sa.Connection, cps: Sequence[Checkpoint], now: float) -> list[WindowRow]:
+        """Write every part of the checkpoints `cps` (of distinct consumers) on `conn`, inside the
+        caller's (write) transaction, with one statement per kind of row whatever their number; the
+        window rows as written (merged totals, new versions). Blocks."""
+        if len(cps) == 1:
+            deltas = cps[0].windows
+        else:  # windows merge additively: add the checkpoints' deltas up first, one row each
+            deltas = {}
+            for cp in cps:
+                for key, delta in cp.windows.items():
+                    have = deltas.get(key)
+                    deltas[key] = delta if have is None else WindowDelta().merge(have).merge(delta)
+        written = self._write_windows(conn, deltas, now)
+        pending: list[tuple[Any, ...]] = []
+        for cp in cps:
             latest = {(e.request_id, e.kind): e for e in cp.pending_upserts}
-            pending = [
+            pending.extend(
                 (cp.consumer, e.request_id, e.kind, e.payload, e.seen_at, e.expired)
                 for e in (latest[k] for k in sorted(latest))
-            ]
+            )
+        if pending:
             if self._postgres:
                 _pg_run(conn, _PG_PENDING_WRITE, _PENDING_FIELDS, pending)
             else:
                 self._pending_write.run(conn, pending)
-        if cp.pending_deletes:
-            gone = [(cp.consumer, rid, kind) for rid, kind in sorted(set(cp.pending_deletes))]
+        gone = [(cp.consumer, rid, kind) for cp in cps for rid, kind in sorted(set(cp.pending_deletes))]
+        if gone:
             if self._postgres:
                 _pg_run(conn, _PG_PENDING_DELETE, _PENDING_KEY, gone)
             else:
                 self._pending_delete.run(conn, gone)
-        if cp.dedup_keys:
-            conn.execute(
-                sa.insert(processor_dedup),
-                {
-                    "consumer": cp.consumer,
-                    "expires_at": cp.dedup_expires_at,
-                    "keys": encode_keys(cp.dedup_keys),
-                },
-            )
-        if cp.counters:
-            conn.execute(self._counters, [{"name": n, "value": cp.counters[n]} for n in sorted(cp.counters)])
-        conn.execute(self._meta, {"consumer": cp.consumer, "watermark": cp.watermark})
-        if cp.offsets:
-            conn.execute(
-                self._offsets,
-                [
-                    {"consumer": cp.consumer, "partition": p, "next_offset": o}
-                    for p, o in sorted(cp.offsets.items())
-                ],
-            )
+        chunks = [
+            {"consumer": cp.consumer, "expires_at": cp.dedup_expires_at, "keys": encode_keys(cp.dedup_keys)}
+            for cp in cps
+            if cp.dedup_keys
+        ]
+        if chunks:
+            conn.execute(sa.insert(processor_dedup), chunks)
+        counters: dict[str, int] = {}
+        for cp in cps:
+            for name, n in cp.counters.items():
+                counters[name] = counters.get(name, 0) + n
+        if counters:
+            conn.execute(self._counters, [{"name": n, "value": counters[n]} for n in sorted(counters)])
+        conn.execute(self._meta, [{"consumer": cp.consumer, "watermark": cp.watermark} for cp in cps])
+        offsets = [
+            {"consumer": cp.consumer, "partition": p, "next_offset": o}
+            for cp in cps
+            for p, o in sorted(cp.offsets.items())
+        ]
+        if offsets:
+            conn.execute(self._offsets, offsets)
         return written
 
     def _write_windows(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -98,7 +98,7 @@ class Store:
 
     @property
     def windows_written(self) -> int:
-        """Window rows this `Store` object has upserted (one per window per checkpoint). Does not block."""
+        """Window rows this `Store` object has written (one per window per commit). Does not block."""
         return self._windows_written
 
     @property
@@ -146,15 +146,38 @@ class Store:
             StaleCheckpoint: (fenced commits) another processor committed this consumer meanwhile.
             StoreIntegrityError, StoreError: the database rejected the checkpoint.
         """
+        fence = None if expect_offsets is None else {checkpoint.consumer: expect_offsets}
+        return self.commit_many([checkpoint], expect_offsets=fence, return_windows=return_windows)
+
+    def commit_many(
+        self,
+        checkpoints: Sequence[Checkpoint],
+        *,
+        expect_offsets: Mapping[str, Mapping[int, int]] | None = None,
+        return_windows: bool = False,
+    ) -> list[StoredWindow]:
+        """Write the checkpoints of several consumers (distinct) in ONE transaction, as `commit`
+        writes one: all of them, or (on any error) none. Their window deltas are added up first, so
+        each window is one row whatever the number of checkpoints that touch it (a worker commits all
+        its partitions this way); each kind of row is written with one statement. Blocks.
+
+        `expect_offsets` fences the consumers it names (consumer → offsets), as `commit` does;
+        `StaleCheckpoint.consumer` names the first one found stale. Returns the windows as written
+        when `return_windows` is set; raises as `commit` does.
+        """
+        if len({cp.consumer for cp in checkpoints}) != len(checkpoints):
+            raise ValueError("commit_many needs checkpoints of distinct consumers")
+        if not checkpoints:
+            return []
         with (
             self._serial,
             translate_errors("committing a checkpoint"),
             write_transaction(self._engine) as conn,
         ):
-            if expect_offsets is not None:
-                self._writer.check_offsets(conn, checkpoint.consumer, expect_offsets)
-            written = self._writer.write(conn, checkpoint, time.time())
-        self._windows_written += len(checkpoint.windows)
+            if expect_offsets:
+                self._writer.check_offsets(conn, expect_offsets)
+            written = self._writer.write(conn, checkpoints, time.time())
+        self._windows_written += len(written)
         return [written_window(row) for row in written] if return_windows else []
 
     def purge_dedup(self, consumer: str, now: float) -> int:
