@@ -189,12 +189,6 @@ def test_late_counts_are_the_late_tail_in_the_embedded_mode(three_modes: ThreeMo
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="a worker processes a unit's three topic-partitions in fetch order, with a backlog one whole "
-    "topic-partition after another, so the unit's watermark runs ahead of the topic read last and its "
-    "main-window events count as late (issue 6 report)",
-)
 def test_workers_count_the_same_late_events_as_the_embedded_mode(three_modes: ThreeModes) -> None:
     """With this data (the late tail appended after everything else, hours old) every mode must count
     the same late events per window: only the late tail's."""
