@@ -310,3 +310,22 @@ def test_commit_many_writes_several_consumers_in_one_transaction_with_windows_ad
     assert store.load_state("u/0", 0.0).offsets == {0: 4}
     with pytest.raises(ValueError, match="distinct"):
         store.commit_many([a, a])
+
+
+def test_names_and_payloads_with_quotes_backslashes_and_braces_round_trip(store: Store) -> None:
+    """Postgres receives each column as the text of an array literal: every character that is
+    special there (quotes, backslashes, commas, braces, spaces, the word NULL) must come back as sent."""
+    names = ['a"b', "c\\d", "x,y{}", " sp ", "NULL", "é✓", ""]
+    deltas = {
+        WindowKey(f"t{i}", name, name or "m", T0): make_delta(requests=i + 1) for i, name in enumerate(names)
+    }
+    payloads = [b'\x00\xff\\"', b""]
+    pending = [PendingEntry(f'r"{i}\\', "request", p, 1.5, False) for i, p in enumerate(payloads)]
+    store.commit(Checkpoint('c,{"x\\', windows=deltas, pending_upserts=pending))
+    for key, delta in deltas.items():
+        (got,) = store.query_windows(key.tenant_id)
+        assert (got.key, got.delta.requests) == (key, delta.requests)
+    state = store.load_state('c,{"x\\', 0.0)
+    assert {(e.request_id, e.payload, e.seen_at) for e in state.pending} == {
+        (e.request_id, e.payload, 1.5) for e in pending
+    }

@@ -12,7 +12,7 @@ multi-row ``insertmanyvalues`` batching on Postgres (fewer round trips).
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 
@@ -128,24 +128,47 @@ def _pg_type(name: str) -> str:
 
 
 def _pg_unnest(fields: Sequence[str]) -> str:
-    """``unnest(…) AS v(…)`` over one array parameter per field, each passed in psycopg's binary
-    format (``%(name)b``): text-format arrays cost a regex escape per element, which made dumping the
-    parameters the largest part of a worker's commit (`make bench`, benchmark 6)."""
-    arrays = ", ".join(f"CAST(%({n})b AS {_pg_type(n)}[])" for n in fields)
+    """``unnest(…) AS v(…)`` over one array parameter per field, each passed as the text of a
+    Postgres array literal (`_pg_array`) and cast to the column's array type."""
+    arrays = ", ".join(f"CAST(%({n})s AS {_pg_type(n)}[])" for n in fields)
     return f"unnest({arrays}) AS v({', '.join(fields)})"
+
+
+def _quoted(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _pg_array(values: Iterable[Any], pg_type: str) -> str:
+    """The text of a Postgres array literal holding `values` (no NULLs) as `pg_type` elements.
+
+    Why not the driver's list adaptation: psycopg dumps a list element by element in Python (a
+    regex escape each in text format; a dumper call each in binary), which made dumping the
+    parameters the largest part of a worker's commit (`make bench`, benchmark 6). Here the work is
+    `str.join` over `str`/`repr`/`bytes.hex`, and Postgres parses the literal. Strings are quoted
+    with backslash escapes for ``\\`` and ``"`` (the only characters special inside a quoted
+    element; NUL never reaches the store), floats are written by `repr` (shortest round-trip form,
+    read back exactly), bytes in bytea hex form.
+    """
+    if pg_type == "BIGINT":
+        body = ",".join(map(str, map(int, values)))
+    elif pg_type == "DOUBLE PRECISION":
+        body = ",".join(map(repr, map(float, values)))
+    elif pg_type == "BYTEA":
+        body = ",".join(['"\\\\x' + v.hex() + '"' for v in values])
+    elif pg_type == "BOOLEAN":
+        body = ",".join(["t" if v else "f" for v in values])
+    else:
+        body = ",".join(map(_quoted, values))
+    return "{" + body + "}"
 
 
 def _pg_run(conn: sa.Connection, sql: str, fields: Sequence[str], rows: Sequence[Sequence[Any]]) -> Any:
     """Execute a statement over `_pg_unnest(fields)` with `rows` (tuples in `fields` order) passed as
-    one array per column; returns the driver's result. One round trip whatever the number of rows.
-
-    Double precision columns are made all floats: a binary array takes its element type from its
-    values, and a sum that happens to be a Python int would make it an integer array."""
-    columns = [list(column) for column in zip(*rows, strict=True)]
-    for i, name in enumerate(fields):
-        if _pg_type(name) == "DOUBLE PRECISION":
-            columns[i] = [float(v) for v in columns[i]]
-    return conn.exec_driver_sql(sql, dict(zip(fields, columns, strict=True)))
+    one array literal per column; returns the driver's result. One round trip whatever the number
+    of rows."""
+    columns = zip(*rows, strict=True)
+    params = {name: _pg_array(column, _pg_type(name)) for name, column in zip(fields, columns, strict=True)}
+    return conn.exec_driver_sql(sql, params)
 
 
 _PG_KEYS: Final = ", ".join(KEY_FIELDS)
