@@ -29,10 +29,19 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["PostgresError", "PostgresNotFound", "PostgresServer", "postgres_bin_dir", "suite_dsn"]
+__all__ = [
+    "PostgresError",
+    "PostgresNotFound",
+    "PostgresServer",
+    "fresh_databases",
+    "postgres_bin_dir",
+    "suite_dsn",
+]
 
 #: Environment variable naming a Postgres database URL for the test suite (its server must let the
 #: user create databases).
@@ -259,3 +268,28 @@ def suite_dsn() -> str:
         dsn = server.create_database("test")
     _suite["dsn"] = dsn
     return dsn
+
+
+@contextlib.contextmanager
+def fresh_databases(prefix: str = "llmpulse_t") -> Iterator[Callable[[], str]]:
+    """A function creating fresh, empty databases on `suite_dsn`'s server (it returns each one's
+    URL); they are dropped on exit. Blocks."""
+    import psycopg
+
+    admin_dsn = suite_dsn()
+    base = admin_dsn.rpartition("/")[0]
+    names: list[str] = []
+
+    def create() -> str:
+        name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        names.append(name)
+        return f"{base}/{name}"
+
+    try:
+        yield create
+    finally:
+        with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=5) as conn:
+            for name in names:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -23,7 +23,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -47,7 +46,7 @@ from llmpulse.store._commit import StaleCheckpoint
 from llmpulse.testing.traffic import generate_events, iter_batches
 from tests.kafka_broker import TansuBroker
 from tests.oracle import Expected, assert_matches, expected_windows
-from tests.postgres_server import suite_dsn
+from tests.postgres_server import fresh_databases
 
 PARTITIONS = 6
 SESSION_TIMEOUT_S = 3.0
@@ -57,34 +56,11 @@ ORPHAN_TIMEOUT_S = 2.0
 # -- fixtures ------------------------------------------------------------------------------------
 
 
-def _server_dsn() -> str:
-    return suite_dsn()
-
-
 @contextlib.contextmanager
 def pg_databases() -> Iterator[Callable[[], str]]:
-    """Creates fresh, empty Postgres databases (their URLs); drops them on exit. Fails the test when
-    no Postgres answers."""
-    import psycopg
-
-    admin_dsn = _server_dsn()
-    base = admin_dsn.rpartition("/")[0]
-    names: list[str] = []
-
-    def create() -> str:
-        name = f"llmpulse_w_{uuid.uuid4().hex[:12]}"
-        try:
-            with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=3) as conn:
-                conn.execute(f'CREATE DATABASE "{name}"')
-        except psycopg.OperationalError as exc:
-            pytest.fail(f"these tests need Postgres at {admin_dsn} (set POSTGRES_TEST_DSN): {exc}")
-        names.append(name)
-        return f"{base}/{name}"
-
-    yield create
-    with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=3) as conn:
-        for name in names:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    """Creates fresh, empty Postgres databases (their URLs); drops them on exit."""
+    with fresh_databases("llmpulse_w") as create:
+        yield create
 
 
 @pytest.fixture

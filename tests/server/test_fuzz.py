@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,7 +30,7 @@ from schemathesis import GenerationMode
 from llmpulse.events import Limits
 from llmpulse.server import ServerSettings, create_app
 from llmpulse.server._limits import RequestLimits
-from tests.postgres_server import suite_dsn
+from tests.postgres_server import fresh_databases
 from tests.server.keyed import create_keys
 from tests.server.live_server import live_server
 
@@ -74,29 +73,12 @@ def open_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     yield from _serve(tmp, f"sqlite:///{tmp / 'fuzz.db'}", ())
 
 
-@contextmanager
-def _own_postgres_database(dsn: str) -> Iterator[str]:
-    """A fresh database beside `dsn`'s for this run only (the shared test database is emptied by
-    store tests, maybe another session's, while a long fuzz runs); dropped afterwards."""
-    import psycopg
-
-    name = f"llmpulse_fuzz_{os.getpid()}"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name}")
-        conn.execute(f"CREATE DATABASE {name}")
-    try:
-        yield dsn.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
 @pytest.fixture(scope="module")
 def keyed_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """A server with keys for alpha and beta, on Postgres; requests use alpha's key."""
     tmp = tmp_path_factory.mktemp("fuzz-keyed")
-    with _own_postgres_database(suite_dsn()) as db:
-        yield from _serve(tmp, db, ("alpha", "beta"))
+    with fresh_databases("llmpulse_fuzz") as create:  # not the shared test database: store tests empty it
+        yield from _serve(tmp, create(), ("alpha", "beta"))
 
 
 def _operations() -> list[tuple[str, str]]:

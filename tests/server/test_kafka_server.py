@@ -7,10 +7,8 @@ never skip.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,27 +24,18 @@ from llmpulse.server import ServerSettings, create_app
 from llmpulse.server._run import banner
 from llmpulse.testing.traffic import encode_batch_json, generate_events, iter_batches
 from tests.kafka_broker import TansuBroker
+from tests.postgres_server import fresh_databases
 from tests.server.keyed import create_keys
 
-LOCAL_POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 PARTITIONS = 3
 
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
-    """A fresh, empty Postgres database's URL, dropped after the test. Fails when no Postgres answers."""
-    import psycopg
-
-    admin_dsn = os.environ.get("POSTGRES_TEST_DSN") or LOCAL_POSTGRES_DSN
-    name = f"llmpulse_s_{uuid.uuid4().hex[:12]}"
-    try:
-        with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=3) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as exc:
-        pytest.fail(f"these tests need Postgres at {admin_dsn} (set POSTGRES_TEST_DSN): {exc}")
-    yield f"{admin_dsn.rpartition('/')[0]}/{name}"
-    with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=3) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    """A fresh, empty Postgres database's URL (`tests.postgres_server.suite_dsn`'s server), dropped
+    after the test."""
+    with fresh_databases("llmpulse_s") as create:
+        yield create()
 
 
 @pytest.fixture
