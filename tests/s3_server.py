@@ -21,7 +21,6 @@ quotes the server's log. Every wait is bounded.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import importlib.util
 import os
@@ -35,6 +34,7 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
+from tests import children
 from tests.kafka_broker import free_port
 
 __all__ = ["S3Server", "S3ServerError", "S3ServerNotFound"]
@@ -42,15 +42,8 @@ __all__ = ["S3Server", "S3ServerError", "S3ServerNotFound"]
 #: The repository's root, so the server process can run this module (``python -m tests.s3_server``).
 _ROOT = Path(__file__).resolve().parents[1]
 
-#: Servers running in this process: killed at exit, so a test run that dies leaves none behind.
-_running: set[subprocess.Popen[bytes]] = set()
-
-
-@atexit.register
-def _kill_leftovers() -> None:
-    for proc in list(_running):
-        with contextlib.suppress(OSError):
-            proc.kill()
+#: Processes running now: killed at exit (`tests.children`).
+_running = children.running
 
 
 class S3ServerNotFound(RuntimeError):
