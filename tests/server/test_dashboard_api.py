@@ -24,8 +24,10 @@ from llmpulse.testing import encode_batch_json, generate_events
 from tests.server.conftest import MakeClient, RaisingLog, call_body, iso, request_body, response_body
 
 NOW = datetime.now(UTC)
-#: The traffic spans the 45 minutes that end 5 minutes ago, so "the last hour" holds all of it.
-START = NOW.replace(second=0, microsecond=0) - timedelta(minutes=50)
+#: The traffic spans the 30 minutes that end 5 minutes before collection, so "the last hour" holds
+#: all of it for 25 minutes after: the whole suite runs between collection and these tests (with 45
+#: minutes ending 5 before, the oldest calls left the hour in a 10-minute run).
+START = NOW.replace(second=0, microsecond=0) - timedelta(minutes=35)
 FROM = iso(START - timedelta(minutes=5))
 TO = iso(NOW.replace(second=0, microsecond=0) + timedelta(minutes=2))
 RANGE = {"from": FROM, "to": TO}
@@ -58,7 +60,7 @@ def traffic() -> list[Event]:
         tenants=3,
         routes=4,
         start=START,
-        duration_s=45 * 60,
+        duration_s=30 * 60,
         error_rate=0.1,
         duplicate_rate=0.05,
         call_rate=0.2,

@@ -18,7 +18,7 @@ import dataclasses
 import sys
 from typing import Final
 
-from llmpulse.cli._common import Subcommands, non_negative_float
+from llmpulse.cli._common import Subcommands, non_negative_float, positive_int
 from llmpulse.server import ServerSettings
 from llmpulse.server import run as run_server
 from llmpulse.server._auth import exposure_problem, is_loopback
@@ -32,16 +32,6 @@ def _port(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"expected a port in 0..65535, got {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
 
 
@@ -104,7 +94,7 @@ def add_parser(sub: Subcommands) -> None:
     )
     parser.add_argument(
         "--kafka-partitions",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="partitions of each event topic created when missing (default 6; env LLMPULSE_KAFKA_PARTITIONS)",
     )
