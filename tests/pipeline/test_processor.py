@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from llmpulse.events import Event, LLMCall, LLMRequest, LLMResponse, decode_log
-from llmpulse.pipeline._processor import ProcessorConfig, ProcessorCore
+from llmpulse.pipeline._processor import ProcessorConfig, ProcessorCore, dedup_key
 from llmpulse.pricing import Pricer
 from llmpulse.store import Checkpoint, PendingEntry, ProcessorState, WindowDelta, WindowKey, quantile
 from tests.oracle import price
@@ -96,7 +96,7 @@ class Store:
     """
 
     checkpoints: list[Checkpoint] = field(default_factory=list)
-    pending: dict[tuple[str, str], PendingEntry] = field(default_factory=dict)
+    pending: dict[tuple[str, str, str], PendingEntry] = field(default_factory=dict)
     dedup: set[str] = field(default_factory=set)
     offsets: dict[int, int] = field(default_factory=dict)
     watermark: float = 0.0
@@ -107,7 +107,7 @@ class Store:
             assert k in self.pending, f"delete of an entry never checkpointed: {k}"
             del self.pending[k]
         for entry in cp.pending_upserts:
-            self.pending[(entry.request_id, entry.kind)] = entry
+            self.pending[(entry.tenant_id, entry.request_id, entry.kind)] = entry
         self.dedup.update(cp.dedup_keys)
         self.offsets.update(cp.offsets)
         self.watermark = cp.watermark
@@ -232,7 +232,7 @@ def test_duplicates_count_once_across_a_restart() -> None:
     h = Harness()
     h.feed([req("a"), resp("a"), call("c"), req("p")])
     cp = h.store.checkpoints[-1]
-    assert sorted(cp.dedup_keys) == ["c:c", "p:a"]
+    assert sorted(cp.dedup_keys) == [dedup_key("tenant-1", "a"), dedup_key("tenant-1", "c")]
     assert cp.dedup_expires_at == pytest.approx(0.0 + h.config.dedup_ttl_s)
     h.restart()
     h.feed([req("a"), resp("a"), call("c"), req("p")], now=10.0)
@@ -240,11 +240,45 @@ def test_duplicates_count_once_across_a_restart() -> None:
     assert h.store.counters()["duplicates"] == 4
 
 
-def test_call_and_request_with_the_same_id_are_different_kinds() -> None:
+def test_a_call_and_a_request_with_the_same_id_are_one_call_the_first_claims_it() -> None:
     h = Harness()
     h.feed([req("a"), resp("a"), call("a")])
+    assert h.window().requests == 1
+    assert h.store.counters()["duplicates"] == 1
+    h.feed([call("b"), req("b"), resp("b")])
     assert h.window().requests == 2
+    assert h.store.counters()["duplicates"] == 3  # the request, then its response
+
+
+def test_two_tenants_with_the_same_request_ids_are_both_counted_never_joined_across() -> None:
+    h = Harness()
+    h.feed([req("a", tenant="t1"), req("a", tenant="t2", prompt=9)])
+    h.feed([LLMResponse(request_id="a", tenant_id="t2", timestamp=T0, latency_ms=5.0, completion_tokens=3)])
+    h.feed([LLMResponse(request_id="a", tenant_id="t1", timestamp=T0, latency_ms=7.0, completion_tokens=4)])
+    assert h.window(key(tenant="t1")).completion_tokens == 4
+    assert h.window(key(tenant="t2")).completion_tokens == 3
+    assert (h.window(key(tenant="t1")).requests, h.window(key(tenant="t2")).requests) == (1, 1)
     assert h.store.counters().get("duplicates", 0) == 0
+
+
+def test_a_response_naming_no_tenant_is_ambiguous_when_two_tenants_wait_on_its_id() -> None:
+    h = Harness(ProcessorConfig(orphan_timeout_s=10, dedup_ttl_s=100))
+    h.feed([req("a", tenant="t1"), req("a", tenant="t2")], now=0.0)
+    h.feed([resp("a")], now=1.0)
+    assert h.store.windows() == {}
+    assert h.store.counters()["ambiguous_responses"] == 1
+    h.expire(10.0)  # neither tenant got the response: both time out
+    assert h.window(key(tenant="t1")).timeouts == h.window(key(tenant="t2")).timeouts == 1
+
+
+def test_a_response_naming_no_tenant_joins_the_only_tenant_using_its_id() -> None:
+    h = Harness()
+    h.feed([req("a", tenant="t2")])
+    h.feed([resp("a")])
+    assert h.window(key(tenant="t2")).latency_count == 1
+    h.feed([resp("b")])  # before its request: waits, and joins whichever tenant's request comes
+    h.feed([req("b", tenant="t3")])
+    assert h.window(key(tenant="t3")).latency_count == 1
 
 
 def test_call_without_request_id_always_counts() -> None:
@@ -355,11 +389,11 @@ def test_expired_entries_are_forgotten_after_the_ttl() -> None:
     h.feed([req("a"), resp("b")], now=0.0)
     h.expire(10.0)
     assert {k: e.expired for k, e in h.store.pending.items()} == {
-        ("a", "request"): True,
-        ("b", "response"): True,
+        ("tenant-1", "a", "request"): True,
+        ("", "b", "response"): True,
     }
     cp = h.expire(100.0)
-    assert sorted(cp.pending_deletes) == [("a", "request"), ("b", "response")]
+    assert sorted(cp.pending_deletes) == [("", "b", "response"), ("tenant-1", "a", "request")]
     assert h.store.pending == {}
     assert h.core.stats()["expired_requests"] == 0
 
@@ -501,7 +535,7 @@ def test_pending_entry_is_upserted_once_and_deleted_once_resolved() -> None:
     assert [e.request_id for e in cp2.pending_upserts] == ["b"]
     cp3 = h.feed([resp("a")], now=7.0)
     assert cp3.pending_upserts == []
-    assert cp3.pending_deletes == [("a", "request")]
+    assert cp3.pending_deletes == [("tenant-1", "a", "request")]
 
 
 def test_expiry_upserts_the_entry_as_expired_and_resolution_deletes_it() -> None:
@@ -514,7 +548,7 @@ def test_expiry_upserts_the_entry_as_expired_and_resolution_deletes_it() -> None
     ]
     assert cp.pending_deletes == []
     cp = h.feed([resp("a"), req("b")], now=301.0)
-    assert sorted(cp.pending_deletes) == [("a", "request"), ("b", "response")]
+    assert sorted(cp.pending_deletes) == [("", "b", "response"), ("tenant-1", "a", "request")]
     assert cp.pending_upserts == []
 
 
@@ -525,7 +559,7 @@ def test_entry_created_and_expired_in_one_interval_is_upserted_expired_only() ->
     cp = h.commit(300.0)
     assert [(e.request_id, e.expired) for e in cp.pending_upserts] == [("a", True)]
     h.core.process([resp("a")], 301.0)
-    assert h.commit(301.0).pending_deletes == [("a", "request")]
+    assert h.commit(301.0).pending_deletes == [("tenant-1", "a", "request")]
 
 
 def test_entry_created_expired_and_resolved_in_one_interval_leaves_no_trace() -> None:

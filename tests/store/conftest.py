@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from llmpulse.store import Store, WindowDelta
+from llmpulse.store import CallRecord, Store, WindowDelta
 from llmpulse.store._histogram import add
 from llmpulse.store._tables import metadata
 from tests.postgres_server import suite_dsn
@@ -81,3 +81,40 @@ def make_delta(
         d.ttft_sum_ms += v
         add(d.ttft_hist, v)
     return d
+
+
+def make_record(tenant: str, request_id: str, **fields: object) -> CallRecord:
+    """A call record with plausible figures; `fields` override any of them."""
+    values: dict[str, object] = {
+        "tenant_id": tenant,
+        "request_id": request_id,
+        "started_at": 1_763_546_400.0,
+        "route": "chat",
+        "model": "gpt-4o-mini",
+        "provider": "openai",
+        "status": "ok",
+        "error_type": None,
+        "error_message": None,
+        "latency_ms": 812.5,
+        "ttft_ms": None,
+        "input_tokens": 100,
+        "output_tokens": 20,
+        "cached_input_tokens": 0,
+        "cache_write_tokens": 0,
+        "reasoning_tokens": 0,
+        "cost_usd": 0.000027,
+        "cost_source": "genai-prices",
+        "user_id": None,
+        "user_id_hash": None,
+        "org_id": None,
+        "session_id": None,
+        "feature": None,
+        "endpoint": None,
+        "environment": None,
+        "trace_id": None,
+        "span_id": None,
+        "metadata": None,
+        "updated_at": 1_763_546_401.0,
+    }
+    values.update(fields)
+    return CallRecord(**values)  # type: ignore[arg-type]

@@ -21,7 +21,7 @@ from llmpulse.store import (
 )
 from llmpulse.store._commit import CheckpointWriter
 from llmpulse.store._tables import processor_dedup
-from tests.store.conftest import make_delta
+from tests.store.conftest import make_delta, make_record
 
 T0 = 1_763_546_400  # 2025-11-19T10:00:00Z
 KEY = WindowKey("t1", "chat", "gpt-4.1-mini", T0)
@@ -104,13 +104,15 @@ def test_pending_entries_upsert_replace_and_delete(store: Store) -> None:
     assert store.load_state("c", now=0.0).pending == [req, resp]
 
     expired = PendingEntry("r1", "request", b"req-payload", seen_at=10.0, expired=True)
-    store.commit(Checkpoint("c", pending_upserts=[expired], pending_deletes=[("r2", "response")]))
+    store.commit(Checkpoint("c", pending_upserts=[expired], pending_deletes=[("", "r2", "response")]))
     assert store.load_state("c", now=0.0).pending == [expired]
 
     # In one checkpoint, upserts apply before deletes: a key in both ends deleted.
     again = PendingEntry("r3", "request", b"x", seen_at=12.0)
     store.commit(
-        Checkpoint("c", pending_upserts=[again], pending_deletes=[("r3", "request"), ("r1", "request")])
+        Checkpoint(
+            "c", pending_upserts=[again], pending_deletes=[("", "r3", "request"), ("", "r1", "request")]
+        )
     )
     assert store.load_state("c", now=0.0).pending == []
 
@@ -118,7 +120,7 @@ def test_pending_entries_upsert_replace_and_delete(store: Store) -> None:
 def test_pending_entries_are_per_consumer(store: Store) -> None:
     store.commit(Checkpoint("a", pending_upserts=[PendingEntry("r1", "request", b"a", 1.0)]))
     store.commit(Checkpoint("b", pending_upserts=[PendingEntry("r1", "request", b"b", 2.0)]))
-    store.commit(Checkpoint("a", pending_deletes=[("r1", "request")]))
+    store.commit(Checkpoint("a", pending_deletes=[("", "r1", "request")]))
     assert store.load_state("a", now=0.0).pending == []
     assert [e.payload for e in store.load_state("b", now=0.0).pending] == [b"b"]
 
@@ -188,20 +190,23 @@ def test_an_invalid_row_rolls_back_the_whole_checkpoint(store: Store) -> None:
     assert store.load_state("c", now=0.0).offsets == {0: 99}
 
 
-def test_a_crash_after_the_windows_rolls_back_everything(
+def test_a_crash_after_every_statement_rolls_back_everything(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    original = CheckpointWriter._write_windows
+    original = CheckpointWriter.write
 
-    def windows_then_crash(self: CheckpointWriter, *args: Any) -> None:
+    def write_then_crash(self: CheckpointWriter, *args: Any) -> None:
         original(self, *args)
         raise RuntimeError("power cut")
 
-    monkeypatch.setattr(CheckpointWriter, "_write_windows", windows_then_crash)
+    monkeypatch.setattr(CheckpointWriter, "write", write_then_crash)
     with pytest.raises(RuntimeError, match="power cut"):
-        store.commit(_full_checkpoint())
+        store.commit(_full_checkpoint(calls={("t1", "r1"): make_record("t1", "r1")}))
     monkeypatch.undo()
     _assert_nothing_written(store)
+    with store.engine.connect() as conn:
+        for table in ("calls", "rollups_hour", "rollups_day"):
+            assert conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar() == 0
 
 
 def test_concurrent_writers_to_the_same_windows_merge_additively(store_url: str) -> None:

@@ -37,6 +37,8 @@ DEFAULT_ROUTE: Final = "default"
 DEFAULT_TENANT: Final = "default"
 
 Status = Literal["ok", "error", "cancelled"]
+#: Where a call event's `cost` came from: the provider's own figure, or the sender's estimate.
+CostSource = Literal["provider", "estimate", "genai-prices"]
 
 REQUEST_TYPE: Final = "llm.request"
 RESPONSE_TYPE: Final = "llm.response"
@@ -62,7 +64,10 @@ class LLMRequest(msgspec.Struct, tag=REQUEST_TYPE, tag_field="type", kw_only=Tru
 class LLMResponse(msgspec.Struct, tag=RESPONSE_TYPE, tag_field="type", kw_only=True, omit_defaults=True):
     """The response half of a model call (StreamLens `POST /v1/llm/response`).
 
-    A non-null `error` (a string or an object) makes the call an error.
+    A non-null `error` (a string or an object) makes the call an error. `tenant_id` is llmpulse's
+    addition (optional; with API keys, ingest sets it to the key's tenant): a response that names
+    its tenant joins that tenant's request only; one that names none joins the request of its
+    `request_id` when exactly one tenant has used that id (see `llmpulse.pipeline`).
     """
 
     request_id: Id
@@ -72,6 +77,7 @@ class LLMResponse(msgspec.Struct, tag=RESPONSE_TYPE, tag_field="type", kw_only=T
     finish_reason: Text | None = None
     error: ErrorInfo = None
     ttft_ms: Millis | None = None
+    tenant_id: Name | None = None
 
     @property
     def is_error(self) -> bool:
@@ -87,7 +93,9 @@ class LLMCall(msgspec.Struct, tag=CALL_TYPE, tag_field="type", kw_only=True, omi
     `feature`, `endpoint`, `environment`, `metadata`) plus llmpulse's own. Token convention (OpenTelemetry
     GenAI, genai-prices): `input_tokens` is the whole prompt, cached reads and cache writes included;
     `output_tokens` includes `reasoning_tokens`. `timestamp` is when the call started; `cost` is in USD,
-    `None` when unknown.
+    `None` when unknown; `cost_source` says where a `cost` came from (``provider``, the sender's
+    ``estimate``, or ``genai-prices`` when the sender priced it with genai-prices; a cost without a
+    source is an estimate).
     """
 
     model: Name
@@ -96,6 +104,7 @@ class LLMCall(msgspec.Struct, tag=CALL_TYPE, tag_field="type", kw_only=True, omi
     output_tokens: Tokens = 0
     total_tokens: Tokens | None = None
     cost: Usd | None = None
+    cost_source: CostSource | None = None
     event_type: Literal["llm_cost"] = "llm_cost"
     request_id: Id | None = None
     tenant_id: Name = DEFAULT_TENANT

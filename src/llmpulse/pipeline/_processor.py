@@ -5,15 +5,24 @@ call, and commits what `checkpoint` returns together with the log offsets it cov
 
 Rules (see issue 2):
 
-* A request and its response join by `request_id` in either order; a call event needs no join. The
-  pair (or call) counts in the one-minute window of the request's (call's) timestamp, keyed by
-  tenant, route and model: one request, an error if the response (call) failed, its tokens, its
-  latency and time to first token in the sums and histograms, and its cost (a call's own `cost` wins;
-  else genai-prices through `Pricer`; unknown → `cost_unknown` + 1, never $0).
-* Duplicates (same `request_id` and kind) count once: while pending, once joined, and after a restart
-  (dedup keys travel through `Checkpoint.dedup_keys` and `ProcessorState.dedup_keys`). A joined pair
-  leaves one key ``p:<request_id>`` that covers both halves; a call leaves ``c:<request_id>``. A call
-  without a `request_id` cannot be recognised as a duplicate and always counts.
+* Identity is per tenant: ``(tenant_id, request_id)`` names one model call, whichever form it
+  arrives in (a request and its response, or a call event); the first request or call seen for a key
+  claims it and any later one is a duplicate. A request and its response join in either order; a
+  call event needs no join. The pair (or call) counts in the one-minute window of the request's
+  (call's) timestamp, keyed by tenant, route and model: one request, an error if the response (call)
+  failed, its tokens, its latency and time to first token in the sums and histograms, and its cost (a
+  call's own `cost` wins; else genai-prices through `Pricer`; unknown → `cost_unknown` + 1, never $0).
+* A response that names its tenant (`LLMResponse.tenant_id`; ingest sets it from the API key)
+  joins that tenant's request only. One that names none (the StreamLens body) is resolved through
+  the tenants that used its `request_id` within the dedup horizon: none yet → it waits for its
+  request (which may come from any tenant); exactly one → that tenant's; more than one → it is
+  ambiguous and joins nothing (`counters["ambiguous_responses"]`; the requests then time out), so it
+  is never attached to the wrong tenant.
+* Every counted call becomes a `CallRecord` in `Checkpoint.calls` (a timeout too, replaced when its
+  response comes). A call event without a `request_id` gets a generated id (``~`` + 32 hex digits),
+  cannot be recognised as a duplicate, and always counts.
+* Duplicates count once: while pending, once counted, and after a restart (dedup keys travel through
+  `Checkpoint.dedup_keys` and `ProcessorState.dedup_keys`, one ``k:`` key per counted call).
 * A request without its response `orphan_timeout_s` after the processor first saw it counts in its
   window as a request, an error and a timeout, with its prompt tokens, no latency, and the cost of its
   prompt tokens alone (unknown model: `cost_unknown`). It stays pending, marked expired; if the
@@ -34,16 +43,18 @@ The processor's clock is made monotonic (a `now` earlier than one already seen c
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, TypeVar
 
 from llmpulse.events import Event, LLMCall, LLMRequest, LLMResponse, decode_log, encode_log
+from llmpulse.pipeline._records import call_record, pair_record, timeout_record
 from llmpulse.pricing import Pricer
-from llmpulse.store._histogram import GAMMA, MIN_VALUE, ZERO_BUCKET
-from llmpulse.store._model import (
+from llmpulse.store import (
     WINDOW_SECONDS,
+    CallRecord,
     Checkpoint,
     PendingEntry,
     PendingKind,
@@ -51,11 +62,33 @@ from llmpulse.store._model import (
     WindowDelta,
     WindowKey,
 )
+from llmpulse.store._histogram import GAMMA, MIN_VALUE, ZERO_BUCKET
 
-#: Prefix of the dedup key of a joined request/response pair (it covers both halves).
-PAIR_KEY_PREFIX: Final = "p:"
-#: Prefix of the dedup key of a call event.
-CALL_KEY_PREFIX: Final = "c:"
+#: Prefix of the dedup key of a counted call (``k:<len(tenant)>:<tenant><request_id>``).
+KEY_PREFIX: Final = "k:"
+#: Prefixes of the dedup keys written before identity was per tenant (a pair's, a call's): restored
+#: as "counted, for whichever tenant" until they expire.
+LEGACY_PAIR_KEY_PREFIX: Final = "p:"
+LEGACY_CALL_KEY_PREFIX: Final = "c:"
+#: The tenant of a pending response that named none.
+NO_TENANT: Final = ""
+#: `_owners` value of a request id used by more than one tenant.
+_MANY: Final = "\x00many"
+
+
+def dedup_key(tenant_id: str, request_id: str) -> str:
+    """The dedup key of a counted call (unambiguous whatever characters the tenant holds)."""
+    return f"{KEY_PREFIX}{len(tenant_id)}:{tenant_id}{request_id}"
+
+
+def parse_dedup_key(key: str) -> tuple[str, str]:
+    """(tenant_id, request_id) of a `dedup_key`; `ValueError` for anything else."""
+    if key.startswith(KEY_PREFIX):
+        length, sep, rest = key[len(KEY_PREFIX) :].partition(":")
+        if sep and length.isdigit() and int(length) <= len(rest):
+            return rest[: int(length)], rest[int(length) :]
+    raise ValueError(f"unrecognised dedup key {key!r} (expected 'k:<length>:<tenant><request id>')")
+
 
 _INV_LOG_GAMMA: Final = 1.0 / math.log(GAMMA)
 _W: Final = WINDOW_SECONDS
@@ -64,6 +97,8 @@ _W: Final = WINDOW_SECONDS
 _ReqEntry = tuple[LLMRequest, float, int, int]
 _RespEntry = tuple[LLMResponse, float, int, int]
 _Key = tuple[str, str, str, int]
+# (tenant_id, request_id): the identity of a call; a pending response's tenant may be NO_TENANT
+_Id = tuple[str, str]
 _E = TypeVar("_E", _ReqEntry, _RespEntry)
 # builds a WindowKey from a plain tuple without NamedTuple's Python-level constructor
 _new_key: Final = tuple.__new__
@@ -114,27 +149,40 @@ class ProcessorCore:
 
     Not thread-safe: one core per worker thread (or partition). Every method is CPU-only.
 
-    Memory: every pending half holds its event; every remembered dedup key costs about 100 bytes
-    (so a sustained 1,000 calls/s with the default 24 h TTL keeps ~86M keys, ~9 GB: size
+    Memory: every pending half holds its event; every remembered dedup key costs about 150 bytes
+    (so a sustained 1,000 calls/s with the default 24 h TTL keeps ~86M keys, ~13 GB: size
     `dedup_ttl_s` to the traffic). `stats()` reports the sizes.
     """
 
-    def __init__(self, config: ProcessorConfig, pricer: Pricer, state: ProcessorState | None = None) -> None:
-        """Start empty, or resume from `state` (pending joins, dedup keys and watermark)."""
+    def __init__(
+        self,
+        config: ProcessorConfig,
+        pricer: Pricer,
+        state: ProcessorState | None = None,
+        *,
+        new_id: Callable[[], str] | None = None,
+    ) -> None:
+        """Start empty, or resume from `state` (pending joins, dedup keys and watermark).
+
+        `new_id` makes the ids of call events sent without one (default ``~`` + a random UUID's hex).
+        """
         self._config = config
         self._pricer = pricer
+        self._new_id = new_id or _random_id
         self._rates: dict[str, _PairRates] = {}
-        self._req: dict[str, _ReqEntry] = {}
-        self._resp: dict[str, _RespEntry] = {}
-        self._req_expired: dict[str, _ReqEntry] = {}
-        self._resp_expired: dict[str, _RespEntry] = {}
-        self._done_pairs: dict[str, float] = {}
-        self._done_calls: dict[str, float] = {}
-        self._new_pairs: list[str] = []
-        self._new_calls: list[str] = []
+        self._req: dict[_Id, _ReqEntry] = {}
+        self._resp: dict[_Id, _RespEntry] = {}
+        self._req_expired: dict[_Id, _ReqEntry] = {}
+        self._resp_expired: dict[_Id, _RespEntry] = {}
+        self._done: dict[_Id, float] = {}
+        self._owners: dict[str, str] = {}
+        self._legacy: set[str] = set()
+        self._legacy_until = math.inf
+        self._new_done: list[_Id] = []
+        self._records: dict[_Id, CallRecord] = {}
         self._windows: dict[WindowKey, WindowDelta] = {}
-        self._deletes: list[tuple[str, PendingKind]] = []
-        self._expired_since: list[tuple[str, PendingKind]] = []
+        self._deletes: list[tuple[str, str, PendingKind]] = []
+        self._expired_since: list[tuple[_Id, PendingKind]] = []
         self._gen = 0
         self._now = -math.inf
         self._anchored = True
@@ -154,20 +202,37 @@ class ProcessorCore:
                 if not isinstance(event, LLMRequest):
                     raise ValueError(f"pending request {entry.request_id!r} holds a {type(event).__name__}")
                 target_req = self._req_expired if entry.expired else self._req
-                target_req[entry.request_id] = (event, entry.seen_at, -1, _window_start(event.timestamp))
+                key = (event.tenant_id, entry.request_id)
+                target_req[key] = (event, entry.seen_at, -1, _window_start(event.timestamp))
+                self._own(key)
             else:
                 if not isinstance(event, LLMResponse):
                     raise ValueError(f"pending response {entry.request_id!r} holds a {type(event).__name__}")
                 target_resp = self._resp_expired if entry.expired else self._resp
-                target_resp[entry.request_id] = (event, entry.seen_at, -1, 0)
-        for key in state.dedup_keys:
-            if key.startswith(PAIR_KEY_PREFIX):
-                self._done_pairs[key[len(PAIR_KEY_PREFIX) :]] = 0.0
-            elif key.startswith(CALL_KEY_PREFIX):
-                self._done_calls[key[len(CALL_KEY_PREFIX) :]] = 0.0
-            else:
-                raise ValueError(f"unrecognised dedup key {key!r} (expected a 'p:' or 'c:' prefix)")
-        self._anchored = not (self._done_pairs or self._done_calls)
+                target_resp[(entry.tenant_id, entry.request_id)] = (event, entry.seen_at, -1, 0)
+        for text in state.dedup_keys:
+            if text.startswith((LEGACY_PAIR_KEY_PREFIX, LEGACY_CALL_KEY_PREFIX)):
+                self._legacy.add(text[2:])
+                continue
+            ident = parse_dedup_key(text)
+            self._done[ident] = 0.0
+            self._own(ident)
+        self._anchored = not (self._done or self._legacy)
+
+    def _own(self, key: _Id) -> None:
+        """Note that tenant key[0] uses request id key[1] (for responses that name no tenant)."""
+        tenant, rid = key
+        owner = self._owners.get(rid)
+        if owner is None:
+            self._owners[rid] = tenant
+        elif owner != tenant:
+            self._owners[rid] = _MANY
+
+    def _disown(self, key: _Id) -> None:
+        # a request id used by several tenants stays ambiguous until one of them is forgotten; after
+        # that a response naming no tenant waits as an orphan rather than risk the wrong tenant
+        if self._owners.get(key[1]) in (key[0], _MANY):
+            del self._owners[key[1]]
 
     def _clock(self, now: float) -> float:
         if now < self._now:
@@ -175,10 +240,12 @@ class ProcessorCore:
         self._now = now
         if not self._anchored:
             # restored dedup keys carry no time: their TTL runs from the first call after the restart
-            for done in (self._done_pairs, self._done_calls):
-                for rid in done:
-                    done[rid] = now
+            for ident in self._done:
+                self._done[ident] = now
+            self._legacy_until = now + self._config.dedup_ttl_s
             self._anchored = True
+        elif self._legacy and now >= self._legacy_until:
+            self._legacy.clear()
         return now
 
     def _count(self, name: str, n: int) -> None:
@@ -202,10 +269,19 @@ class ProcessorCore:
             return self._pricer.cost(model, input_tokens=input_tokens, output_tokens=output_tokens, at=at)
         return rates[0] + rates[1] * input_tokens + rates[2] * output_tokens
 
+    def _seen(self, key: _Id) -> bool:
+        """True when the call `key` is already claimed: pending, counted, or timed out."""
+        return (
+            key in self._req
+            or key in self._done
+            or key in self._req_expired
+            or (bool(self._legacy) and key[1] in self._legacy)
+        )
+
     # ------------------------------------------------------------------ hot path
 
-    def _add_call(self, call: LLMCall, ws: int, late_cut: float) -> None:
-        """Count one call event in its window."""
+    def _add_call(self, call: LLMCall, ws: int, late_cut: float, now: float) -> None:
+        """Count one call event in its window and record it."""
         d = self._window((call.tenant_id, call.route, call.model, ws))
         d.requests += 1
         if call.is_error:
@@ -217,6 +293,7 @@ class ProcessorCore:
         d.reasoning_tokens += call.reasoning_tokens
         _add_timing(d, call.latency_ms, call.ttft_ms)
         cost = call.cost
+        own = cost is not None
         if cost is None:
             cost = self._pricer.cost(
                 call.model,
@@ -236,8 +313,10 @@ class ProcessorCore:
         if ws <= late_cut:
             d.late += 1
             self._count("late_events", 1)
+        rid = call.request_id if call.request_id is not None else self._new_id()
+        self._records[(call.tenant_id, rid)] = call_record(call, rid, cost, own, now)
 
-    def _add_timeout(self, req: LLMRequest, ws: int) -> None:
+    def _add_timeout(self, req: LLMRequest, ws: int, now: float) -> None:
         """Count a request whose response did not come in time: request, error, timeout, prompt cost."""
         d = self._window((req.tenant_id, req.route, req.model, ws))
         d.requests += 1
@@ -250,8 +329,11 @@ class ProcessorCore:
             self._count("unknown_cost", 1)
         else:
             d.cost_usd += cost
+        self._records[(req.tenant_id, req.request_id)] = timeout_record(req, cost, now)
 
-    def _correct_timeout(self, req: LLMRequest, ws: int, resp: LLMResponse, late_cut: float) -> None:
+    def _correct_timeout(
+        self, req: LLMRequest, ws: int, resp: LLMResponse, late_cut: float, now: float
+    ) -> None:
         """Turn a counted timeout into the joined pair: its window ends up as if it had joined."""
         d = self._window((req.tenant_id, req.route, req.model, ws))
         d.timeouts -= 1
@@ -268,6 +350,21 @@ class ProcessorCore:
             self._count("late_events", 1)
         self._count("timeouts", -1)
         self._count("timeouts_corrected", 1)
+        record = pair_record(req, resp, full, now, req.timestamp.timestamp())
+        self._records[(req.tenant_id, req.request_id)] = record
+
+    def _resolve(self, resp: LLMResponse) -> _Id | None:
+        """The identity a response belongs to, or None when it is ambiguous (counted here)."""
+        tenant = resp.tenant_id
+        if tenant is not None:
+            return (tenant, resp.request_id)
+        owner = self._owners.get(resp.request_id)
+        if owner is None:
+            return (NO_TENANT, resp.request_id)
+        if owner == _MANY:
+            self._count("ambiguous_responses", 1)
+            return None
+        return (owner, resp.request_id)
 
     def process(self, events: Sequence[Event], now: float) -> None:
         """Count `events` (in delivery order) as seen at `now` (processor clock, epoch seconds).
@@ -280,9 +377,11 @@ class ProcessorCore:
         resp_pending = self._resp
         req_expired = self._req_expired
         resp_expired = self._resp_expired
-        done_pairs = self._done_pairs
-        done_calls = self._done_calls
-        new_pairs = self._new_pairs
+        done = self._done
+        owners = self._owners
+        legacy = self._legacy
+        new_done = self._new_done
+        records = self._records
         deletes = self._deletes
         windows = self._windows
         # a WindowKey hashes and compares equal to the plain tuple of its fields: look up without one
@@ -301,74 +400,106 @@ class ProcessorCore:
             if type(ev) is LLMResponse:
                 resp = ev
                 rid = ev.request_id
-                req_entry = req_pending.pop(rid, None)
+                tenant = ev.tenant_id
+                if tenant is None:
+                    tenant = owners.get(rid)
+                    if tenant is None:
+                        tenant = NO_TENANT
+                    elif tenant == _MANY:
+                        self._count("ambiguous_responses", 1)
+                        continue
+                key = (tenant, rid)
+                req_entry = req_pending.pop(key, None)
                 if req_entry is None:
-                    if rid in resp_pending or rid in done_pairs or rid in resp_expired:
+                    if (
+                        key in resp_pending
+                        or key in done
+                        or key in resp_expired
+                        or (legacy and rid in legacy)
+                        or (tenant != NO_TENANT and (NO_TENANT, rid) in resp_pending)
+                    ):
                         duplicates += 1
                         continue
-                    req_entry = req_expired.pop(rid, None)
+                    req_entry = req_expired.pop(key, None)
                     if req_entry is None:
-                        resp_pending[rid] = (ev, now, gen, 0)
+                        resp_pending[key] = (ev, now, gen, 0)
                         continue
                     req, _, req_gen, ws = req_entry
                     if req_gen != gen:
-                        deletes.append((rid, "request"))
-                    self._correct_timeout(req, ws, ev, late_cut)
-                    done_pairs[rid] = now
-                    new_pairs.append(rid)
+                        deletes.append((tenant, rid, "request"))
+                    self._correct_timeout(req, ws, ev, late_cut, now)
+                    done[key] = now
+                    new_done.append(key)
                     joined += 1
                     continue
                 req, _, req_gen, ws = req_entry
                 if req_gen != gen:
-                    deletes.append((rid, "request"))
+                    deletes.append((tenant, rid, "request"))
             elif type(ev) is LLMRequest:
                 req = ev
                 rid = ev.request_id
+                tenant = ev.tenant_id
                 t = ev.timestamp.timestamp()
                 if t > wm:
                     wm = t
                     late_cut = wm - lateness
-                if rid in req_pending or rid in done_pairs or rid in req_expired:
+                key = (tenant, rid)
+                if key in req_pending or key in done or key in req_expired or (legacy and rid in legacy):
                     duplicates += 1
                     continue
+                owner = owners.get(rid)
+                if owner is None:
+                    owners[rid] = tenant
+                elif owner != tenant:
+                    owners[rid] = _MANY
                 ws = int(t // _W) * _W
-                resp_entry = resp_pending.pop(rid, None)
+                rkey = key
+                resp_entry = resp_pending.pop(key, None)
                 if resp_entry is None:
-                    resp_entry = resp_expired.pop(rid, None)
+                    rkey = (NO_TENANT, rid)
+                    resp_entry = resp_pending.pop(rkey, None)
+                if resp_entry is None:
+                    rkey = key
+                    resp_entry = resp_expired.pop(key, None)
                     if resp_entry is None:
-                        req_pending[rid] = (ev, now, gen, ws)
+                        rkey = (NO_TENANT, rid)
+                        resp_entry = resp_expired.pop(rkey, None)
+                    if resp_entry is None:
+                        req_pending[key] = (ev, now, gen, ws)
                         continue
                     orphans_resolved += 1
                 if resp_entry[2] != gen:
-                    deletes.append((rid, "response"))
+                    deletes.append((rkey[0], rid, "response"))
                 resp = resp_entry[0]
             elif type(ev) is LLMCall:
                 call_id = ev.request_id
                 if call_id is not None:
-                    if call_id in done_calls:
+                    key = (ev.tenant_id, call_id)
+                    if self._seen(key):
                         duplicates += 1
                         continue
-                    done_calls[call_id] = now
-                    self._new_calls.append(call_id)
+                    done[key] = now
+                    new_done.append(key)
+                    self._own(key)
                 t = ev.timestamp.timestamp()
                 if t > wm:
                     wm = t
                     late_cut = wm - lateness
-                self._add_call(ev, int(t // _W) * _W, late_cut)
+                self._add_call(ev, int(t // _W) * _W, late_cut, now)
                 calls += 1
                 continue
             else:
                 raise TypeError(f"not an llmpulse event: {type(ev).__name__}")
 
-            # count the joined pair `req` + `resp` in the window starting at `ws`
-            done_pairs[rid] = now
-            new_pairs.append(rid)
+            # count the joined pair `req` + `resp` (identity `key`) in the window starting at `ws`
+            done[key] = now
+            new_done.append(key)
             joined += 1
             model = req.model
-            key = (req.tenant_id, req.route, model, ws)
-            d = get_window(key)
+            wkey = (key[0], req.route, model, ws)
+            d = get_window(wkey)
             if d is None:
-                d = windows[_new_key(WindowKey, key)] = WindowDelta()
+                d = windows[_new_key(WindowKey, wkey)] = WindowDelta()
             d.requests += 1
             if resp.error is not None:
                 d.errors += 1
@@ -392,8 +523,10 @@ class ProcessorCore:
             rates = rates_get(model, _UNSEEN)
             if rates is _UNSEEN:
                 rates = self._pair_rates(model)
+            cost: float | None
             if rates is not None:
-                d.cost_usd += rates[0] + rates[1] * prompt + rates[2] * completion
+                cost = rates[0] + rates[1] * prompt + rates[2] * completion
+                d.cost_usd += cost
             else:
                 cost = self._pricer.cost(
                     model, input_tokens=prompt, output_tokens=completion, at=req.timestamp
@@ -406,6 +539,7 @@ class ProcessorCore:
             if ws <= late_cut:
                 d.late += 1
                 late += 1
+            records[key] = pair_record(req, resp, cost, now, req.timestamp.timestamp())
         self._watermark = wm
         self._count("events", len(events))
         self._count("duplicates", duplicates)
@@ -426,34 +560,37 @@ class ProcessorCore:
         cfg = self._config
         cutoff = now - cfg.orphan_timeout_s
         due_req = _due(self._req, cutoff)
-        for rid in due_req:
-            entry = self._req.pop(rid)
-            self._req_expired[rid] = entry
-            self._expired_since.append((rid, "request"))
-            self._add_timeout(entry[0], entry[3])
+        for key in due_req:
+            entry = self._req.pop(key)
+            self._req_expired[key] = entry
+            self._expired_since.append((key, "request"))
+            self._add_timeout(entry[0], entry[3], now)
         self._count("timeouts", len(due_req))
         due_resp = _due(self._resp, cutoff)
-        for rid in due_resp:
-            self._resp_expired[rid] = self._resp.pop(rid)
-            self._expired_since.append((rid, "response"))
+        for key in due_resp:
+            self._resp_expired[key] = self._resp.pop(key)
+            self._expired_since.append((key, "response"))
         self._count("orphan_responses", len(due_resp))
 
         forget = now - cfg.dedup_ttl_s
         gen = self._gen
-        for rid in _due(self._req_expired, forget):
-            if self._req_expired.pop(rid)[2] != gen:
-                self._deletes.append((rid, "request"))
-        for rid in _due(self._resp_expired, forget):
-            if self._resp_expired.pop(rid)[2] != gen:
-                self._deletes.append((rid, "response"))
-        for done in (self._done_pairs, self._done_calls):
-            stale = []
-            for rid, t in done.items():
-                if t > forget:
-                    break
-                stale.append(rid)
-            for rid in stale:
-                del done[rid]
+        for key in _due(self._req_expired, forget):
+            if self._req_expired.pop(key)[2] != gen:
+                self._deletes.append((key[0], key[1], "request"))
+            if key not in self._done and key not in self._req:
+                self._disown(key)
+        for key in _due(self._resp_expired, forget):
+            if self._resp_expired.pop(key)[2] != gen:
+                self._deletes.append((key[0], key[1], "response"))
+        stale = []
+        for key, t in self._done.items():
+            if t > forget:
+                break
+            stale.append(key)
+        for key in stale:
+            del self._done[key]
+            if key not in self._req and key not in self._req_expired:
+                self._disown(key)
 
     # ------------------------------------------------------------------ checkpoint
 
@@ -467,18 +604,17 @@ class ProcessorCore:
         gen = self._gen
         upserts = _created_in(self._req, "request", gen)
         upserts.extend(_created_in(self._resp, "response", gen))
-        for rid, kind in self._expired_since:
-            expired_entry = (self._req_expired if kind == "request" else self._resp_expired).get(rid)
+        for key, kind in self._expired_since:
+            expired_entry = (self._req_expired if kind == "request" else self._resp_expired).get(key)
             if expired_entry is not None:
                 upserts.append(
-                    PendingEntry(rid, kind, encode_log([expired_entry[0]]), expired_entry[1], True)
+                    PendingEntry(key[1], kind, encode_log([expired_entry[0]]), expired_entry[1], True, key[0])
                 )
         deletes = self._deletes
         if deletes and upserts:
-            replaced = {(e.request_id, e.kind) for e in upserts}
+            replaced = {(e.tenant_id, e.request_id, e.kind) for e in upserts}
             deletes = [k for k in deletes if k not in replaced]
-        dedup_keys = [PAIR_KEY_PREFIX + rid for rid in self._new_pairs]
-        dedup_keys.extend(CALL_KEY_PREFIX + rid for rid in self._new_calls)
+        dedup_keys = [dedup_key(t, rid) for t, rid in self._new_done]
         counters = {name: n for name, n in self._delta.items() if n}
         for name, n in counters.items():
             self._totals[name] = self._totals.get(name, 0) + n
@@ -490,14 +626,15 @@ class ProcessorCore:
             pending_deletes=deletes,
             dedup_keys=dedup_keys,
             dedup_expires_at=now + self._config.dedup_ttl_s,
+            calls=self._records,
             counters=counters,
             watermark=self._watermark,
         )
         self._windows = {}
+        self._records = {}
         self._deletes = []
         self._expired_since = []
-        self._new_pairs = []
-        self._new_calls = []
+        self._new_done = []
         self._delta = {}
         self._gen = gen + 1
         return result
@@ -508,14 +645,15 @@ class ProcessorCore:
         Keys: ``pending_requests``, ``pending_responses``, ``expired_requests``, ``expired_responses``,
         ``dedup_keys``, ``windows_open`` (windows changed since the last checkpoint), and the counters
         ``events``, ``joined``, ``calls``, ``duplicates``, ``timeouts``, ``timeouts_corrected``,
-        ``orphan_responses``, ``orphan_responses_resolved``, ``late_events``, ``unknown_cost``.
+        ``orphan_responses``, ``orphan_responses_resolved``, ``ambiguous_responses``,
+        ``late_events``, ``unknown_cost``.
         """
         out = {
             "pending_requests": len(self._req),
             "pending_responses": len(self._resp),
             "expired_requests": len(self._req_expired),
             "expired_responses": len(self._resp_expired),
-            "dedup_keys": len(self._done_pairs) + len(self._done_calls),
+            "dedup_keys": len(self._done) + len(self._legacy),
             "windows_open": len(self._windows),
         }
         for name in _COUNTERS:
@@ -528,6 +666,10 @@ class ProcessorCore:
         return self._watermark
 
 
+def _random_id() -> str:
+    return "~" + uuid.uuid4().hex
+
+
 _COUNTERS: Final = (
     "events",
     "joined",
@@ -537,6 +679,7 @@ _COUNTERS: Final = (
     "timeouts_corrected",
     "orphan_responses",
     "orphan_responses_resolved",
+    "ambiguous_responses",
     "late_events",
     "unknown_cost",
 )
@@ -559,22 +702,22 @@ def _add_timing(d: WindowDelta, latency_ms: float | None, ttft_ms: float | None)
         d.ttft_hist[b] = d.ttft_hist.get(b, 0) + 1
 
 
-def _created_in(pending: dict[str, _E], kind: PendingKind, gen: int) -> list[PendingEntry]:
+def _created_in(pending: dict[_Id, _E], kind: PendingKind, gen: int) -> list[PendingEntry]:
     """Pending entries created in checkpoint generation `gen` (a suffix of `pending`), oldest first."""
     created: list[PendingEntry] = []
-    for rid, entry in reversed(pending.items()):
+    for (tenant, rid), entry in reversed(pending.items()):
         if entry[2] != gen:
             break
-        created.append(PendingEntry(rid, kind, encode_log([entry[0]]), entry[1]))
+        created.append(PendingEntry(rid, kind, encode_log([entry[0]]), entry[1], False, tenant))
     created.reverse()
     return created
 
 
-def _due(pending: Mapping[str, tuple[Event, float, int, int]], cutoff: float) -> list[str]:
-    """Ids of the entries at the front of `pending` (oldest first) seen at or before `cutoff`."""
-    due: list[str] = []
-    for rid, entry in pending.items():
+def _due(pending: Mapping[_Id, tuple[Event, float, int, int]], cutoff: float) -> list[_Id]:
+    """Keys of the entries at the front of `pending` (oldest first) seen at or before `cutoff`."""
+    due: list[_Id] = []
+    for key, entry in pending.items():
         if entry[1] > cutoff:
             break
-        due.append(rid)
+        due.append(key)
     return due

@@ -27,7 +27,10 @@ from llmpulse.store._engine import (
 from llmpulse.store._histogram import Histogram, bucket_of, merged, quantile, value_of
 from llmpulse.store._keys import ApiKey, ApiKeys
 from llmpulse.store._model import (
+    CALL_FIELDS,
     WINDOW_SECONDS,
+    CallRecord,
+    CallStatus,
     Checkpoint,
     PendingEntry,
     PendingKind,
@@ -38,11 +41,18 @@ from llmpulse.store._model import (
 from llmpulse.store._query import GroupBy, StoredWindow, SummaryRow, metrics_row, rfc3339, summary_row
 from llmpulse.store._rollup import Dimensions, Rollup, Scope, dimensions, figures, rollup
 from llmpulse.store._store import Store
+from llmpulse.store._tables import MAX_ERROR_MESSAGE_LEN, MAX_ERROR_TYPE_LEN, MAX_RECORD_METADATA_BYTES
 
 __all__ = [
+    "CALL_FIELDS",
+    "MAX_ERROR_MESSAGE_LEN",
+    "MAX_ERROR_TYPE_LEN",
+    "MAX_RECORD_METADATA_BYTES",
     "WINDOW_SECONDS",
     "ApiKey",
     "ApiKeys",
+    "CallRecord",
+    "CallStatus",
     "Checkpoint",
     "Dimensions",
     "GroupBy",

@@ -21,13 +21,15 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from llmpulse.store._engine import StoreError
 from llmpulse.store._histogram import merge_into
-from llmpulse.store._model import Checkpoint, WindowDelta, WindowKey
+from llmpulse.store._model import CALL_FIELDS, CallRecord, Checkpoint, WindowDelta, WindowKey
 from llmpulse.store._query import StoredWindow
 from llmpulse.store._tables import (
+    AGGREGATE_TABLES,
     COUNT_FIELDS,
     HIST_FIELDS,
     KEY_FIELDS,
     SUM_FIELDS,
+    calls,
     decode_hist,
     encode_hist,
     encode_keys,
@@ -36,7 +38,6 @@ from llmpulse.store._tables import (
     processor_offsets,
     processor_pending,
     server_counters,
-    windows,
 )
 
 #: Tenants per ``tenant_id IN (…)`` list when SQLite reads the windows a checkpoint touches.
@@ -56,7 +57,8 @@ _N_NUM: Final = len(_NUM_FIELDS)
 _LAT: Final = _N_KEY + _N_NUM
 #: Where a read row holds the version; a written row holds updated_at there and the version next.
 _VERSION: Final = _LAT + 2
-_PENDING_FIELDS: Final = ("consumer", "request_id", "kind", "payload", "seen_at", "expired")
+_PENDING_FIELDS: Final = ("consumer", "tenant_id", "request_id", "kind", "payload", "seen_at", "expired")
+_CALL_KEY: Final = ("tenant_id", "request_id")
 
 
 class StaleCheckpoint(StoreError):
@@ -113,18 +115,24 @@ def written_window(row: WindowRow) -> StoredWindow:
     )
 
 
+_CALL_INTS: Final = frozenset(
+    ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens", "reasoning_tokens")
+)
+_CALL_FLOATS: Final = frozenset(("started_at", "latency_ms", "ttft_ms", "cost_usd", "updated_at"))
+
+
 def _pg_type(name: str) -> str:
-    if name in KEY_FIELDS[:3] or name in ("consumer", "request_id", "kind"):
-        return "VARCHAR"
-    if name in COUNT_FIELDS or name in ("window_start", "version"):
+    if name in COUNT_FIELDS or name in ("window_start", "version") or name in _CALL_INTS:
         return "BIGINT"
-    if name in HIST_FIELDS:
+    if name in HIST_FIELDS or name in ("error_message", "metadata"):
         return "TEXT"
     if name == "payload":
         return "BYTEA"
     if name == "expired":
         return "BOOLEAN"
-    return "DOUBLE PRECISION"
+    if name in SUM_FIELDS or name in _CALL_FLOATS or name in ("seen_at",):
+        return "DOUBLE PRECISION"
+    return "VARCHAR"
 
 
 def _pg_unnest(fields: Sequence[str]) -> str:
@@ -139,7 +147,7 @@ def _quoted(text: str) -> str:
 
 
 def _pg_array(values: Iterable[Any], pg_type: str) -> str:
-    """The text of a Postgres array literal holding `values` (no NULLs) as `pg_type` elements.
+    """The text of a Postgres array literal holding `values` as `pg_type` elements (None is NULL).
 
     Why not the driver's list adaptation: psycopg dumps a list element by element in Python (a
     regex escape each in text format; a dumper call each in binary), which made dumping the
@@ -150,15 +158,15 @@ def _pg_array(values: Iterable[Any], pg_type: str) -> str:
     read back exactly), bytes in bytea hex form.
     """
     if pg_type == "BIGINT":
-        body = ",".join(map(str, map(int, values)))
+        body = ",".join(["NULL" if v is None else str(int(v)) for v in values])
     elif pg_type == "DOUBLE PRECISION":
-        body = ",".join(map(repr, map(float, values)))
+        body = ",".join(["NULL" if v is None else repr(float(v)) for v in values])
     elif pg_type == "BYTEA":
         body = ",".join(['"\\\\x' + v.hex() + '"' for v in values])
     elif pg_type == "BOOLEAN":
         body = ",".join(["t" if v else "f" for v in values])
     else:
-        body = ",".join(map(_quoted, values))
+        body = ",".join([_quoted(v) if v is not None else "NULL" for v in values])
     return "{" + body + "}"
 
 
@@ -172,34 +180,70 @@ def _pg_run(conn: sa.Connection, sql: str, fields: Sequence[str], rows: Sequence
 
 
 _PG_KEYS: Final = ", ".join(KEY_FIELDS)
-#: Postgres: create the missing windows and lock all of them in key order, returning the stored figures.
-_PG_LOCK: Final = (
-    f"INSERT INTO windows ({_PG_KEYS}, updated_at) "
-    f"SELECT {_PG_KEYS}, updated_at FROM {_pg_unnest((*KEY_FIELDS, 'updated_at'))} "
-    f"ORDER BY {_PG_KEYS} "
-    f"ON CONFLICT ({_PG_KEYS}) DO UPDATE SET updated_at = excluded.updated_at "
-    f"RETURNING {', '.join(_READ_FIELDS)}"
-)
-#: Postgres: set the merged totals of the (locked) windows.
-_PG_WRITE: Final = (
-    "UPDATE windows SET "
-    + ", ".join(f"{n} = v.{n}" for n in _WRITE_FIELDS[_N_KEY:])
-    + f" FROM {_pg_unnest(_WRITE_FIELDS)} WHERE "
-    + " AND ".join(f"windows.{n} = v.{n}" for n in KEY_FIELDS)
-)
-_PENDING_KEY: Final = _PENDING_FIELDS[:3]
+
+
+def _pg_lock(table: str) -> str:
+    """Postgres: create the missing rows of an aggregate table and lock all of them in key order,
+    returning the stored figures."""
+    return (
+        f"INSERT INTO {table} ({_PG_KEYS}, updated_at) "
+        f"SELECT {_PG_KEYS}, updated_at FROM {_pg_unnest((*KEY_FIELDS, 'updated_at'))} "
+        f"ORDER BY {_PG_KEYS} "
+        f"ON CONFLICT ({_PG_KEYS}) DO UPDATE SET updated_at = excluded.updated_at "
+        f"RETURNING {', '.join(_READ_FIELDS)}"
+    )
+
+
+def _pg_write(table: str) -> str:
+    """Postgres: set the merged totals of an aggregate table's (locked) rows."""
+    return (
+        f"UPDATE {table} SET "
+        + ", ".join(f"{n} = v.{n}" for n in _WRITE_FIELDS[_N_KEY:])
+        + f" FROM {_pg_unnest(_WRITE_FIELDS)} WHERE "
+        + " AND ".join(f"{table}.{n} = v.{n}" for n in KEY_FIELDS)
+    )
+
+
+_PENDING_KEY: Final = _PENDING_FIELDS[:4]
 #: Postgres: upsert pending entries (unique by key: the caller keeps the latest of each).
 _PG_PENDING_WRITE: Final = (
     f"INSERT INTO processor_pending ({', '.join(_PENDING_FIELDS)}) "
     f"SELECT {', '.join(_PENDING_FIELDS)} FROM {_pg_unnest(_PENDING_FIELDS)} "
     f"ON CONFLICT ({', '.join(_PENDING_KEY)}) DO UPDATE SET "
-    + ", ".join(f"{n} = excluded.{n}" for n in _PENDING_FIELDS[3:])
+    + ", ".join(f"{n} = excluded.{n}" for n in _PENDING_FIELDS[4:])
 )
 #: Postgres: delete pending entries by key.
 _PG_PENDING_DELETE: Final = (
     f"DELETE FROM processor_pending p USING {_pg_unnest(_PENDING_KEY)} WHERE "
     + " AND ".join(f"p.{n} = v.{n}" for n in _PENDING_KEY)
 )
+#: Postgres: insert or replace call records (unique by key: a checkpoint holds one per key).
+_PG_CALLS_WRITE: Final = (
+    f"INSERT INTO calls ({', '.join(CALL_FIELDS)}) "
+    f"SELECT {', '.join(CALL_FIELDS)} FROM {_pg_unnest(CALL_FIELDS)} "
+    f"ON CONFLICT ({', '.join(_CALL_KEY)}) DO UPDATE SET "
+    + ", ".join(f"{n} = excluded.{n}" for n in CALL_FIELDS if n not in _CALL_KEY)
+)
+
+
+def rollup_deltas(deltas: Mapping[WindowKey, WindowDelta], seconds: int) -> dict[WindowKey, WindowDelta]:
+    """Minute-window deltas summed into buckets of `seconds` (an hour, a day) of the same tenant,
+    route and model. Pure. A bucket fed by one window shares that window's delta object."""
+    if seconds == 60:
+        return dict(deltas)
+    out: dict[WindowKey, WindowDelta] = {}
+    owned: set[WindowKey] = set()  # buckets holding a delta of their own (safe to add to)
+    for key, delta in deltas.items():
+        bucket = WindowKey(key.tenant_id, key.route, key.model, key.window_start // seconds * seconds)
+        have = out.get(bucket)
+        if have is None:
+            out[bucket] = delta
+        elif bucket in owned:
+            have.merge(delta)
+        else:
+            out[bucket] = WindowDelta().merge(have).merge(delta)
+            owned.add(bucket)
+    return out
 
 
 class _Many:
@@ -215,7 +259,7 @@ class _Many:
                 raise AssertionError(f"parameter order {compiled.positiontup} != {self.fields}")
             self.raw = str(compiled)
 
-    def run(self, conn: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
+    def run(self, conn: sa.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
         if not rows:
             return
         if self.raw is not None:
@@ -244,20 +288,13 @@ class CheckpointWriter:
                 },
             )
 
-        self._windows_write = _Many(
-            dialect,
-            upsert(windows, KEY_FIELDS, dict.fromkeys(_WRITE_FIELDS[_N_KEY:], True)),
-            _WRITE_FIELDS,
-        )
-        self._windows_read = (
-            sa.select(*(windows.c[n] for n in _READ_FIELDS))
-            .where(windows.c.window_start == sa.bindparam("start"))
-            .where(windows.c.tenant_id.in_(sa.bindparam("tenants", expanding=True)))
-        )
+        self._aggregates = [
+            _AggregateWriter(dialect, table, seconds, upsert) for table, seconds in AGGREGATE_TABLES
+        ]
         self._pending_write = _Many(
             dialect,
             upsert(
-                processor_pending, _PENDING_FIELDS[:3], {"payload": True, "seen_at": True, "expired": True}
+                processor_pending, _PENDING_FIELDS[:4], {"payload": True, "seen_at": True, "expired": True}
             ),
             _PENDING_FIELDS,
         )
@@ -265,9 +302,15 @@ class CheckpointWriter:
             dialect,
             sa.delete(processor_pending)
             .where(processor_pending.c.consumer == sa.bindparam("k_consumer"))
+            .where(processor_pending.c.tenant_id == sa.bindparam("k_tenant_id"))
             .where(processor_pending.c.request_id == sa.bindparam("k_request_id"))
             .where(processor_pending.c.kind == sa.bindparam("k_kind")),
-            ("k_consumer", "k_request_id", "k_kind"),
+            ("k_consumer", "k_tenant_id", "k_request_id", "k_kind"),
+        )
+        self._calls_write = _Many(
+            dialect,
+            upsert(calls, _CALL_KEY, {n: True for n in CALL_FIELDS if n not in _CALL_KEY}),
+            CALL_FIELDS,
         )
         self._counters = upsert(server_counters, ["name"], {"value": lambda t, x: t.c.value + x.value})
         self._meta = upsert(
@@ -308,8 +351,10 @@ class CheckpointWriter:
 
     def write(self, conn: sa.Connection, cps: Sequence[Checkpoint], now: float) -> list[WindowRow]:
         """Write every part of the checkpoints `cps` (of distinct consumers) on `conn`, inside the
-        caller's (write) transaction, with one statement per kind of row whatever their number; the
-        window rows as written (merged totals, new versions). Blocks."""
+        caller's (write) transaction, with one statement per kind of row whatever their number: the
+        minute windows and the hourly and daily rollups from the same deltas, the call records, the
+        pending joins, dedup keys, counters, watermarks and offsets. Returns the minute window rows
+        as written (merged totals, new versions). Blocks."""
         if len(cps) == 1:
             deltas = cps[0].windows
         else:  # windows merge additively: add the checkpoints' deltas up first, one row each
@@ -318,12 +363,22 @@ class CheckpointWriter:
                 for key, delta in cp.windows.items():
                     have = deltas.get(key)
                     deltas[key] = delta if have is None else WindowDelta().merge(have).merge(delta)
-        written = self._write_windows(conn, deltas, now)
+        written: list[WindowRow] = []
+        for aggregate in self._aggregates:
+            rows = aggregate.write(conn, rollup_deltas(deltas, aggregate.seconds), now)
+            if aggregate.seconds == 60:
+                written = rows
+        records: list[CallRecord] = [r for cp in cps for r in cp.calls.values()]
+        if records:
+            if self._postgres:
+                _pg_run(conn, _PG_CALLS_WRITE, CALL_FIELDS, records)
+            else:
+                self._calls_write.run(conn, records)
         pending: list[tuple[Any, ...]] = []
         for cp in cps:
-            latest = {(e.request_id, e.kind): e for e in cp.pending_upserts}
+            latest = {(e.tenant_id, e.request_id, e.kind): e for e in cp.pending_upserts}
             pending.extend(
-                (cp.consumer, e.request_id, e.kind, e.payload, e.seen_at, e.expired)
+                (cp.consumer, e.tenant_id, e.request_id, e.kind, e.payload, e.seen_at, e.expired)
                 for e in (latest[k] for k in sorted(latest))
             )
         if pending:
@@ -331,7 +386,7 @@ class CheckpointWriter:
                 _pg_run(conn, _PG_PENDING_WRITE, _PENDING_FIELDS, pending)
             else:
                 self._pending_write.run(conn, pending)
-        gone = [(cp.consumer, rid, kind) for cp in cps for rid, kind in sorted(set(cp.pending_deletes))]
+        gone = [(cp.consumer, *key) for cp in cps for key in sorted(set(cp.pending_deletes))]
         if gone:
             if self._postgres:
                 _pg_run(conn, _PG_PENDING_DELETE, _PENDING_KEY, gone)
@@ -360,14 +415,39 @@ class CheckpointWriter:
             conn.execute(self._offsets, offsets)
         return written
 
-    def _write_windows(
+
+class _AggregateWriter:
+    """Merges deltas into one aggregate table (minute windows, hourly or daily rollups)."""
+
+    def __init__(self, dialect: sa.Dialect, table: sa.Table, seconds: int, upsert: Any) -> None:
+        self.seconds = seconds
+        self._postgres = dialect.name == "postgresql"
+        self._table = table
+        self._write = _Many(
+            dialect, upsert(table, KEY_FIELDS, dict.fromkeys(_WRITE_FIELDS[_N_KEY:], True)), _WRITE_FIELDS
+        )
+        self._read = (
+            sa.select(*(table.c[n] for n in _READ_FIELDS))
+            .where(table.c.window_start == sa.bindparam("start"))
+            .where(table.c.tenant_id.in_(sa.bindparam("tenants", expanding=True)))
+        )
+        self._pg_lock = _pg_lock(table.name)
+        self._pg_write = _pg_write(table.name)
+
+    def write(
         self, conn: sa.Connection, deltas: Mapping[WindowKey, WindowDelta], now: float
     ) -> list[WindowRow]:
+        """Add `deltas` to the stored rows; the rows as written. Blocks."""
         if not deltas:
             return []
         if self._postgres:
             # sorted: concurrent workers lock rows in the same order, so they cannot deadlock
-            return self._write_windows_postgres(conn, sorted(deltas), deltas, now)
+            keys = sorted(deltas)
+            locked = _pg_run(conn, self._pg_lock, (*KEY_FIELDS, "updated_at"), [(*k, now) for k in keys])
+            found = {tuple(row[:_N_KEY]): row for row in locked}
+            rows = [merged_row(k, deltas[k], found.get(k), now) for k in keys]
+            _pg_run(conn, self._pg_write, _WRITE_FIELDS, rows)
+            return rows
         keys = list(deltas)  # SQLite has one writer at a time: no lock order to keep
         stored: dict[tuple[Any, ...], Sequence[Any]] = {}
         # By window start, then tenant: the (tenant_id, window_start) index answers each read, where
@@ -376,23 +456,10 @@ class CheckpointWriter:
         tenants_by_start: dict[int, set[str]] = {}
         for k in keys:
             tenants_by_start.setdefault(k.window_start, set()).add(k.tenant_id)
-        rows: list[Sequence[Any]] = []
         for start, tenants in sorted(tenants_by_start.items()):
             for chunk in _chunks(sorted(tenants), TENANTS_PER_SELECT):
-                rows.extend(conn.execute(self._windows_read, {"start": start, "tenants": chunk}).all())
-        for row in rows:
-            stored[tuple(row[:_N_KEY])] = row
+                for row in conn.execute(self._read, {"start": start, "tenants": chunk}):
+                    stored[tuple(row[:_N_KEY])] = row
         written = [merged_row(k, deltas[k], stored.get(k), now) for k in keys]
-        self._windows_write.run(conn, written)
+        self._write.run(conn, written)
         return written
-
-    @staticmethod
-    def _write_windows_postgres(
-        conn: sa.Connection, keys: list[WindowKey], deltas: Mapping[WindowKey, WindowDelta], now: float
-    ) -> list[WindowRow]:
-        # Two statements whatever the number of windows, each taking one array per column.
-        locked = _pg_run(conn, _PG_LOCK, (*KEY_FIELDS, "updated_at"), [(*k, now) for k in keys])
-        stored = {tuple(row[:_N_KEY]): row for row in locked}
-        rows = [merged_row(k, deltas[k], stored.get(k), now) for k in keys]
-        _pg_run(conn, _PG_WRITE, _WRITE_FIELDS, rows)
-        return rows

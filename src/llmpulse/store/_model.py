@@ -7,7 +7,7 @@ and windows written by several workers (or at several times) merge by addition.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Final, Literal, NamedTuple
+from typing import Any, Final, Literal, NamedTuple
 
 from llmpulse.store._histogram import Histogram, merge_into
 
@@ -15,6 +15,62 @@ from llmpulse.store._histogram import Histogram, merge_into
 WINDOW_SECONDS: Final = 60
 
 PendingKind = Literal["request", "response"]
+
+#: Status of a call record: ``timeout`` is a request whose response did not come in time.
+CallStatus = Literal["ok", "error", "timeout", "cancelled"]
+#: Where a call record's cost came from (None: the price is unknown).
+RecordCostSource = Literal["provider", "estimate", "genai-prices"]
+
+
+class CallRecord(NamedTuple):
+    """One counted call, as stored in the ``calls`` table (fields in column order).
+
+    Keyed by (`tenant_id`, `request_id`); a call event sent without a `request_id` gets a generated
+    one starting with ``~``. `started_at` is the call's event time (the request's or call's
+    timestamp; epoch seconds) and places it in its window; `updated_at` is the processor's clock at
+    the commit that wrote this version (a timeout later joined by its response is written again).
+    `user_id` is the call's own user id; `user_id_hash` the StreamLens hashed one. `metadata` is
+    compact JSON text bounded by `llmpulse.store.MAX_RECORD_METADATA_BYTES`, or None.
+    """
+
+    tenant_id: str
+    request_id: str
+    started_at: float
+    route: str
+    model: str
+    provider: str | None
+    status: str
+    error_type: str | None
+    error_message: str | None
+    latency_ms: float | None
+    ttft_ms: float | None
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int
+    cache_write_tokens: int
+    reasoning_tokens: int
+    cost_usd: float | None
+    cost_source: str | None
+    user_id: str | None
+    user_id_hash: str | None
+    org_id: str | None
+    session_id: str | None
+    feature: str | None
+    endpoint: str | None
+    environment: str | None
+    trace_id: str | None
+    span_id: str | None
+    metadata: str | None
+    updated_at: float
+
+
+#: The columns of a call record, in `CallRecord` order.
+CALL_FIELDS: Final = CallRecord._fields
+
+
+def record_as_dict(record: CallRecord) -> dict[str, Any]:
+    """The record's fields by name (``started_at``/``updated_at`` still epoch seconds). Pure."""
+    return record._asdict()
 
 
 class WindowKey(NamedTuple):
@@ -103,7 +159,8 @@ class PendingEntry:
 
     `payload` is the event encoded with `llmpulse.events.encode_log([event])`; `seen_at` is the
     processor's wall clock (epoch seconds) when it first saw the event; `expired` is true once the
-    entry has been counted as a timeout (request) or an orphan (response).
+    entry has been counted as a timeout (request) or an orphan (response). `tenant_id` is the
+    request's tenant, or the response's when it names one ("" when it does not).
     """
 
     request_id: str
@@ -111,6 +168,7 @@ class PendingEntry:
     payload: bytes
     seen_at: float
     expired: bool = False
+    tenant_id: str = ""
 
 
 @dataclass(slots=True)
@@ -122,8 +180,11 @@ class Checkpoint:
         offsets: partition → next offset to read (the offsets this checkpoint covers).
         windows: window deltas to add to the stored windows.
         pending_upserts: pending entries to insert or replace.
-        pending_deletes: (request_id, kind) of pending entries to remove.
+        pending_deletes: (tenant_id, request_id, kind) of pending entries to remove (tenant "" for a
+            response that named none).
         dedup_keys: keys of events now fully counted, to remember until `dedup_expires_at`.
+        calls: call records to insert or replace, by (tenant_id, request_id) (the newest version of
+            each record changed since the last checkpoint).
         dedup_expires_at: epoch seconds after which `dedup_keys` may be forgotten.
         counters: server-wide counter deltas (orphan_responses, duplicates, unknown_cost, late, ...).
         watermark: the highest event time (epoch seconds) the processor has seen.
@@ -133,9 +194,10 @@ class Checkpoint:
     offsets: dict[int, int] = field(default_factory=dict)
     windows: dict[WindowKey, WindowDelta] = field(default_factory=dict)
     pending_upserts: list[PendingEntry] = field(default_factory=list)
-    pending_deletes: list[tuple[str, PendingKind]] = field(default_factory=list)
+    pending_deletes: list[tuple[str, str, PendingKind]] = field(default_factory=list)
     dedup_keys: list[str] = field(default_factory=list)
     dedup_expires_at: float = 0.0
+    calls: dict[tuple[str, str], CallRecord] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
     watermark: float = 0.0
 

@@ -234,7 +234,10 @@ class Store:
                 sa.select(processor_pending)
                 .where(processor_pending.c.consumer == consumer)
                 .order_by(
-                    processor_pending.c.seen_at, processor_pending.c.request_id, processor_pending.c.kind
+                    processor_pending.c.seen_at,
+                    processor_pending.c.tenant_id,
+                    processor_pending.c.request_id,
+                    processor_pending.c.kind,
                 )
             )
             state.pending = [
@@ -244,6 +247,7 @@ class Store:
                     payload=bytes(r["payload"]),
                     seen_at=float(r["seen_at"]),
                     expired=bool(r["expired"]),
+                    tenant_id=r["tenant_id"],
                 )
                 for r in conn.execute(pending).mappings()
             ]

@@ -54,21 +54,85 @@ metadata = sa.MetaData()
 #: showed the window upsert was the processor's largest cost with a rowid table plus a second index.
 #: ``version`` counts the commits that changed the window (1 after the first): published window rows
 #: carry it, so a reader of ``llm.metrics`` can tell a stale or repeated row from a newer one.
-windows = sa.Table(
-    "windows",
+
+
+def _aggregate_table(name: str) -> sa.Table:
+    """A table of window-shaped aggregates: the minute windows, or an hourly or daily rollup."""
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("tenant_id", sa.String(MAX_NAME_LEN), nullable=False),
+        sa.Column("route", sa.String(MAX_NAME_LEN), nullable=False),
+        sa.Column("model", sa.String(MAX_NAME_LEN), nullable=False),
+        sa.Column("window_start", sa.BigInteger, nullable=False, autoincrement=False),
+        *(sa.Column(n, sa.BigInteger, nullable=False, server_default="0") for n in COUNT_FIELDS),
+        *(sa.Column(n, sa.Double, nullable=False, server_default="0") for n in SUM_FIELDS),
+        *(sa.Column(n, sa.Text, nullable=False, server_default="{}") for n in HIST_FIELDS),
+        sa.Column("updated_at", sa.Double, nullable=False),
+        sa.Column("version", sa.BigInteger, nullable=False, server_default="0"),
+        sa.PrimaryKeyConstraint("tenant_id", "window_start", "route", "model", name=f"pk_{name}"),
+        sqlite_with_rowid=False,
+    )
+
+
+windows = _aggregate_table("windows")
+#: Hourly and daily rollups: the same columns as `windows`, ``window_start`` aligned to the hour or
+#: the (UTC) day; written in the same transaction as the minute windows from the same deltas, so a
+#: range of whole hours or days reads a few rows and gets exactly the minute-level answer.
+rollups_hour = _aggregate_table("rollups_hour")
+rollups_day = _aggregate_table("rollups_day")
+#: Seconds per bucket of each aggregate table, finest first.
+AGGREGATE_TABLES: Final[tuple[tuple[sa.Table, int], ...]] = (
+    (windows, 60),
+    (rollups_hour, 3600),
+    (rollups_day, 86400),
+)
+
+#: Longest ``error_type`` of a call record (longer ones are cut).
+MAX_ERROR_TYPE_LEN: Final = 128
+#: Longest ``error_message`` of a call record (longer ones are cut, ending in ``…``).
+MAX_ERROR_MESSAGE_LEN: Final = 1024
+#: Largest ``metadata`` of a call record as compact JSON; larger metadata keeps its first keys that
+#: fit and gains ``"_truncated": true``.
+MAX_RECORD_METADATA_BYTES: Final = 4096
+
+#: One row per counted call (`CallRecord`), keyed by tenant and request id. The index on
+#: (tenant_id, started_at) serves every range read (`/v1/calls`, `/v1/costs`, export, retention).
+calls = sa.Table(
+    "calls",
     metadata,
     sa.Column("tenant_id", sa.String(MAX_NAME_LEN), nullable=False),
+    sa.Column("request_id", sa.String(MAX_ID_LEN), nullable=False),
+    sa.Column("started_at", sa.Double, nullable=False),
     sa.Column("route", sa.String(MAX_NAME_LEN), nullable=False),
     sa.Column("model", sa.String(MAX_NAME_LEN), nullable=False),
-    sa.Column("window_start", sa.BigInteger, nullable=False, autoincrement=False),
-    *(sa.Column(name, sa.BigInteger, nullable=False, server_default="0") for name in COUNT_FIELDS),
-    *(sa.Column(name, sa.Double, nullable=False, server_default="0") for name in SUM_FIELDS),
-    *(sa.Column(name, sa.Text, nullable=False, server_default="{}") for name in HIST_FIELDS),
+    sa.Column("provider", sa.String(MAX_NAME_LEN), nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("error_type", sa.String(MAX_ERROR_TYPE_LEN), nullable=True),
+    sa.Column("error_message", sa.Text, nullable=True),
+    sa.Column("latency_ms", sa.Double, nullable=True),
+    sa.Column("ttft_ms", sa.Double, nullable=True),
+    sa.Column("input_tokens", sa.BigInteger, nullable=False),
+    sa.Column("output_tokens", sa.BigInteger, nullable=False),
+    sa.Column("cached_input_tokens", sa.BigInteger, nullable=False),
+    sa.Column("cache_write_tokens", sa.BigInteger, nullable=False),
+    sa.Column("reasoning_tokens", sa.BigInteger, nullable=False),
+    sa.Column("cost_usd", sa.Double, nullable=True),
+    sa.Column("cost_source", sa.String(16), nullable=True),
+    sa.Column("user_id", sa.String(MAX_NAME_LEN), nullable=True),
+    sa.Column("user_id_hash", sa.String(MAX_ID_LEN), nullable=True),
+    sa.Column("org_id", sa.String(MAX_NAME_LEN), nullable=True),
+    sa.Column("session_id", sa.String(MAX_NAME_LEN), nullable=True),
+    sa.Column("feature", sa.String(MAX_NAME_LEN), nullable=True),
+    sa.Column("endpoint", sa.String(MAX_NAME_LEN), nullable=True),
+    sa.Column("environment", sa.String(MAX_NAME_LEN), nullable=True),
+    sa.Column("trace_id", sa.String(MAX_ID_LEN), nullable=True),
+    sa.Column("span_id", sa.String(MAX_ID_LEN), nullable=True),
+    sa.Column("metadata", sa.Text, nullable=True),
     sa.Column("updated_at", sa.Double, nullable=False),
-    sa.Column("version", sa.BigInteger, nullable=False, server_default="0"),
-    sa.PrimaryKeyConstraint("tenant_id", "window_start", "route", "model", name="pk_windows"),
-    sqlite_with_rowid=False,
+    sa.PrimaryKeyConstraint("tenant_id", "request_id", name="pk_calls"),
 )
+sa.Index("ix_calls_tenant_started", calls.c.tenant_id, calls.c.started_at)
 
 processor_offsets = sa.Table(
     "processor_offsets",
@@ -78,10 +142,12 @@ processor_offsets = sa.Table(
     sa.Column("next_offset", sa.BigInteger, nullable=False),
 )
 
+#: Halves of pairs waiting for their other half; ``tenant_id`` is "" for a response naming none.
 processor_pending = sa.Table(
     "processor_pending",
     metadata,
     sa.Column("consumer", sa.String(MAX_NAME_LEN), primary_key=True),
+    sa.Column("tenant_id", sa.String(MAX_NAME_LEN), primary_key=True),
     sa.Column("request_id", sa.String(MAX_ID_LEN), primary_key=True),
     sa.Column("kind", sa.String(16), primary_key=True),
     sa.Column("payload", sa.LargeBinary, nullable=False),

@@ -1,0 +1,213 @@
+"""Building call records (`llmpulse.store.CallRecord`) from the events the processor counts. Pure.
+
+One place decides what a record holds:
+
+* **status**: a call event's own status (``ok``, ``error``, ``cancelled``), ``error`` whenever
+  it counts as an error in its window (it carries an error); a pair is ``error`` when its response
+  carries one, else ``ok``; a request whose response did not come in time is ``timeout``.
+* **error**: a string error is the message (no type); an object gives its ``type`` (else ``code``)
+  as the type and its ``message`` as the message (else the whole object as compact JSON). The type is
+  cut to `MAX_ERROR_TYPE_LEN` and the message to `MAX_ERROR_MESSAGE_LEN` characters.
+* **cost_source**: a call event's own cost is ``provider`` or ``estimate`` as the event says (a cost
+  without a source is an ``estimate``); a cost llmpulse computed is ``genai-prices``; an unknown
+  cost is None.
+* **attribution**: a call event's own ``user_id``, ``org_id``, ``session_id``, ``feature``,
+  ``endpoint`` and ``environment``; a StreamLens request has only ``user_id_hash`` and ``metadata``,
+  so string values under those six names in its metadata are used.
+* **metadata**: compact JSON, at most `MAX_RECORD_METADATA_BYTES`; larger metadata keeps its first
+  keys that fit and gains ``"_truncated": true``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import msgspec
+
+from llmpulse.events import LLMCall, LLMRequest, LLMResponse
+from llmpulse.store import (
+    MAX_ERROR_MESSAGE_LEN,
+    MAX_ERROR_TYPE_LEN,
+    MAX_RECORD_METADATA_BYTES,
+    CallRecord,
+)
+
+#: The attribution fields a StreamLens request may carry in its metadata.
+ATTRIBUTION_KEYS: Final = ("user_id", "org_id", "session_id", "feature", "endpoint", "environment")
+_MAX_ATTR_LEN: Final = 256
+_encode: Final = msgspec.json.Encoder().encode
+_new: Final = tuple.__new__
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def error_parts(error: Any) -> tuple[str | None, str | None]:
+    """(error_type, error_message) of an event's `error` (None, a string or an object). Pure."""
+    if error is None:
+        return None, None
+    if isinstance(error, str):
+        return None, _cut(error, MAX_ERROR_MESSAGE_LEN)
+    if isinstance(error, dict):
+        kind = error.get("type")
+        if kind is None:
+            kind = error.get("code")
+        message = error.get("message")
+        if not isinstance(message, str):
+            message = _encode(error).decode()
+        return (
+            None if kind is None else _cut(str(kind), MAX_ERROR_TYPE_LEN),
+            _cut(message, MAX_ERROR_MESSAGE_LEN),
+        )
+    return None, _cut(str(error), MAX_ERROR_MESSAGE_LEN)
+
+
+def bounded_metadata(metadata: dict[str, Any] | None) -> str | None:
+    """`metadata` as compact JSON of at most `MAX_RECORD_METADATA_BYTES` (see the module). Pure."""
+    if not metadata:
+        return None
+    text = _encode(metadata)
+    if len(text) <= MAX_RECORD_METADATA_BYTES:
+        return text.decode()
+    kept: dict[str, Any] = {}
+    budget = MAX_RECORD_METADATA_BYTES - len(b',"_truncated":true}') - 1
+    used = 0
+    for key, value in metadata.items():
+        item = len(_encode({key: value})) - 1  # '"k":v' plus a comma
+        if used + item > budget:
+            continue
+        kept[key] = value
+        used += item
+    kept["_truncated"] = True
+    return _encode(kept).decode()
+
+
+def _attr(metadata: dict[str, Any] | None, name: str) -> str | None:
+    if not metadata:
+        return None
+    value = metadata.get(name)
+    if isinstance(value, str) and 0 < len(value) <= _MAX_ATTR_LEN:
+        return value
+    return None
+
+
+def pair_record(
+    req: LLMRequest, resp: LLMResponse, cost: float | None, now: float, started_at: float
+) -> CallRecord:
+    """The record of a joined request and response; `cost` as counted (None: unknown). Pure."""
+    meta = req.metadata
+    error_type, error_message = error_parts(resp.error)
+    return _new(
+        CallRecord,
+        (
+            req.tenant_id,
+            req.request_id,
+            started_at,
+            req.route,
+            req.model,
+            None,
+            "ok" if resp.error is None else "error",
+            error_type,
+            error_message,
+            resp.latency_ms,
+            resp.ttft_ms,
+            req.prompt_tokens,
+            resp.completion_tokens,
+            0,
+            0,
+            0,
+            cost,
+            None if cost is None else "genai-prices",
+            _attr(meta, "user_id") if meta else None,
+            req.user_id_hash,
+            _attr(meta, "org_id") if meta else None,
+            _attr(meta, "session_id") if meta else None,
+            _attr(meta, "feature") if meta else None,
+            _attr(meta, "endpoint") if meta else None,
+            _attr(meta, "environment") if meta else None,
+            None,
+            None,
+            bounded_metadata(meta) if meta else None,
+            now,
+        ),
+    )
+
+
+def timeout_record(req: LLMRequest, cost: float | None, now: float) -> CallRecord:
+    """The record of a request counted as a timeout: its prompt alone, `cost` of the prompt. Pure."""
+    meta = req.metadata
+    return CallRecord(
+        tenant_id=req.tenant_id,
+        request_id=req.request_id,
+        started_at=req.timestamp.timestamp(),
+        route=req.route,
+        model=req.model,
+        provider=None,
+        status="timeout",
+        error_type="timeout",
+        error_message=None,
+        latency_ms=None,
+        ttft_ms=None,
+        input_tokens=req.prompt_tokens,
+        output_tokens=0,
+        cached_input_tokens=0,
+        cache_write_tokens=0,
+        reasoning_tokens=0,
+        cost_usd=cost,
+        cost_source=None if cost is None else "genai-prices",
+        user_id=_attr(meta, "user_id"),
+        user_id_hash=req.user_id_hash,
+        org_id=_attr(meta, "org_id"),
+        session_id=_attr(meta, "session_id"),
+        feature=_attr(meta, "feature"),
+        endpoint=_attr(meta, "endpoint"),
+        environment=_attr(meta, "environment"),
+        trace_id=None,
+        span_id=None,
+        metadata=bounded_metadata(meta),
+        updated_at=now,
+    )
+
+
+def call_record(call: LLMCall, request_id: str, cost: float | None, own_cost: bool, now: float) -> CallRecord:
+    """The record of a call event; `cost` as counted, `own_cost` when it is the event's own. Pure."""
+    if cost is None:
+        source = None
+    elif own_cost:
+        source = call.cost_source or "estimate"
+    else:
+        source = "genai-prices"
+    error_type, error_message = error_parts(call.error)
+    status = "error" if call.is_error else (call.status or "ok")
+    return CallRecord(
+        tenant_id=call.tenant_id,
+        request_id=request_id,
+        started_at=call.timestamp.timestamp(),
+        route=call.route,
+        model=call.model,
+        provider=call.provider,
+        status=status,
+        error_type=error_type,
+        error_message=error_message,
+        latency_ms=call.latency_ms,
+        ttft_ms=call.ttft_ms,
+        input_tokens=call.input_tokens,
+        output_tokens=call.output_tokens,
+        cached_input_tokens=call.cached_input_tokens,
+        cache_write_tokens=call.cache_write_tokens,
+        reasoning_tokens=call.reasoning_tokens,
+        cost_usd=cost,
+        cost_source=source,
+        user_id=call.user_id,
+        user_id_hash=call.user_id_hash,
+        org_id=call.org_id,
+        session_id=call.session_id,
+        feature=call.feature,
+        endpoint=call.endpoint,
+        environment=call.environment,
+        trace_id=call.trace_id,
+        span_id=call.span_id,
+        metadata=bounded_metadata(call.metadata),
+        updated_at=now,
+    )

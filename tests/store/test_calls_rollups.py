@@ -1,0 +1,90 @@
+"""Call records and hourly/daily rollups written by `Store.commit`, on SQLite and Postgres."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from llmpulse.store import Checkpoint, Store, WindowDelta, WindowKey
+from llmpulse.store._tables import calls, delta_from_row, rollups_day, rollups_hour
+from tests.store.conftest import make_delta, make_record
+
+DAY = 1_763_510_400  # 2025-11-19T00:00:00Z
+
+
+def _records(store: Store) -> dict[tuple[str, str], dict[str, object]]:
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.select(calls)).mappings().all()
+    return {(r["tenant_id"], r["request_id"]): dict(r) for r in rows}
+
+
+def _rollup(store: Store, table: sa.Table) -> dict[WindowKey, WindowDelta]:
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.select(table)).mappings().all()
+    return {
+        WindowKey(r["tenant_id"], r["route"], r["model"], int(r["window_start"])): delta_from_row(r)
+        for r in rows
+    }
+
+
+def test_call_records_are_inserted_then_replaced_by_key(store: Store) -> None:
+    awkward = 'quote " backslash \\ comma , brace } {NULL}'
+    first = make_record("t1", "r1", status="timeout", latency_ms=None, cost_usd=None, cost_source=None)
+    other = make_record("t2", "r1", user_id=awkward, metadata='{"k":"v \\" x"}', error_message="a\nb")
+    store.commit(Checkpoint("c", calls={("t1", "r1"): first, ("t2", "r1"): other}))
+    got = _records(store)
+    assert got[("t1", "r1")]["status"] == "timeout"
+    assert got[("t1", "r1")]["latency_ms"] is None
+    assert got[("t1", "r1")]["cost_usd"] is None
+    assert got[("t2", "r1")]["user_id"] == awkward
+    assert got[("t2", "r1")]["metadata"] == '{"k":"v \\" x"}'
+    assert got[("t2", "r1")]["error_message"] == "a\nb"
+
+    joined = make_record("t1", "r1", output_tokens=55, cost_usd=0.5, updated_at=2e9)
+    store.commit(Checkpoint("c", calls={("t1", "r1"): joined}))
+    got = _records(store)
+    assert len(got) == 2
+    assert (got[("t1", "r1")]["status"], got[("t1", "r1")]["output_tokens"]) == ("ok", 55)
+    assert got[("t1", "r1")]["cost_usd"] == 0.5
+
+
+def test_rollups_hold_the_sum_of_their_minute_windows(store: Store) -> None:
+    windows = {
+        WindowKey("t1", "chat", "m", DAY + 60 * 5): make_delta(
+            requests=2, latencies=[10.0, 20.0], cost_usd=0.25
+        ),
+        WindowKey("t1", "chat", "m", DAY + 60 * 59): make_delta(requests=1, errors=1, latencies=[30.0]),
+        WindowKey("t1", "chat", "m", DAY + 3600 + 60): make_delta(requests=4, latencies=[5.0] * 4),
+        WindowKey("t1", "rag", "m", DAY + 86400 + 7): make_delta(requests=1, ttfts=[2.0]),
+    }
+    first = dict(list(windows.items())[:2])
+    second = dict(list(windows.items())[2:])
+    store.commit(Checkpoint("a", windows=first))
+    store.commit(Checkpoint("b", windows=second))
+    store.commit_many(
+        [
+            Checkpoint(
+                "a",
+                windows={
+                    WindowKey("t1", "chat", "m", DAY + 60 * 5): make_delta(requests=1, latencies=[40.0])
+                },
+            )
+        ]
+    )
+
+    hours = _rollup(store, rollups_hour)
+    assert set(hours) == {
+        WindowKey("t1", "chat", "m", DAY),
+        WindowKey("t1", "chat", "m", DAY + 3600),
+        WindowKey("t1", "rag", "m", DAY + 86400),
+    }
+    h0 = hours[WindowKey("t1", "chat", "m", DAY)]
+    assert (h0.requests, h0.errors, h0.latency_count) == (4, 1, 4)
+    assert h0.latency_hist == make_delta(latencies=[10.0, 20.0, 30.0, 40.0]).latency_hist
+    assert h0.cost_usd == 0.25
+
+    days = _rollup(store, rollups_day)
+    assert set(days) == {WindowKey("t1", "chat", "m", DAY), WindowKey("t1", "rag", "m", DAY + 86400)}
+    d0 = days[WindowKey("t1", "chat", "m", DAY)]
+    assert (d0.requests, d0.latency_count) == (8, 8)
+    assert d0.latency_hist == make_delta(latencies=[10.0, 20.0, 30.0, 40.0] + [5.0] * 4).latency_hist
+    assert days[WindowKey("t1", "rag", "m", DAY + 86400)].ttft_count == 1
