@@ -134,14 +134,22 @@ async def _admit(state: ServerState) -> None:
         lag = runner.lag_events()
 
 
-def claim_tenant(events: Sequence[Event], tenant_id: str) -> int:
-    """Set every event's ``tenant_id`` (those that have one) to `tenant_id`; the number changed."""
-    changed = 0
+def claim_tenant(events: Sequence[Event], tenant_id: str) -> tuple[int, bool]:
+    """Set every event's ``tenant_id`` to `tenant_id`: (how many named another tenant, whether any
+    event changed at all).
+
+    A response that named no tenant gets the key's too (not counted as rewritten), so it joins only
+    its own tenant's request (`llmpulse.pipeline`).
+    """
+    rewritten = 0
+    changed = False
     for event in events:
-        if getattr(event, "tenant_id", tenant_id) != tenant_id:
-            event.tenant_id = tenant_id  # type: ignore[union-attr]
-            changed += 1
-    return changed
+        if event.tenant_id != tenant_id:
+            if event.tenant_id is not None:
+                rewritten += 1
+            event.tenant_id = tenant_id
+            changed = True
+    return rewritten, changed
 
 
 def _rejected_events(request: Request, reason: str, n: int = 1) -> None:
@@ -159,8 +167,8 @@ async def _append(request: Request, events: Sequence[Event], payload: bytes | No
     state = server_state(request)
     log = state.require_log()
     caller = principal(request)
-    rewritten = claim_tenant(events, caller.tenant_id) if caller is not None else 0
-    if rewritten:
+    rewritten, changed = claim_tenant(events, caller.tenant_id) if caller is not None else (0, False)
+    if changed:
         payload = None  # the body no longer says what is kept
     try:
         await _admit(state)
