@@ -250,3 +250,9 @@ def row_values(delta: WindowDelta) -> dict[str, Any]:
     values["latency_hist"] = encode_hist(delta.latency_hist)
     values["ttft_hist"] = encode_hist(delta.ttft_hist)
     return values
+
+#: Retention (`llmpulse.store._retention`) deletes the aggregates' oldest rows in batches in this
+#: index's order (their primary key starts with ``tenant_id``); migration 0005 creates them.
+sa.Index("ix_windows_window_start", windows.c.window_start)
+sa.Index("ix_rollups_hour_window_start", rollups_hour.c.window_start)
+sa.Index("ix_rollups_day_window_start", rollups_day.c.window_start)
