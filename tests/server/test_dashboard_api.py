@@ -360,7 +360,7 @@ ENDPOINTS = ("/v1/metrics/timeseries", "/v1/metrics/breakdown", "/v1/metrics/dim
     [
         ({"minutes": 0}, "minutes"),
         ({"minutes": MAX_MINUTES + 1}, "minutes"),
-        ({"from": "2025-11-19T10:00:00Z", "to": "2025-11-21T10:00:00Z"}, "from"),
+        ({"from": "2024-10-19T10:00:00Z", "to": "2025-12-24T10:00:00Z"}, "from"),
         ({"from": "2025-11-19T10:00:00Z", "to": "2025-11-19T09:00:00Z"}, "from"),
         ({"from": "2025-11-19T10:00:00Z", "minutes": 5}, "from"),
     ],
@@ -454,3 +454,41 @@ def test_the_chart_library_and_its_licence_ship_in_the_package() -> None:
     script = (files("llmpulse.server") / "static" / "dashboard.js").read_text(encoding="utf-8")
     assert "http://" not in script
     assert "https://" not in script
+
+
+def test_a_finer_step_than_the_range_allows_is_400_naming_step(client: TestClient) -> None:
+    answer = client.get(
+        "/v1/metrics/timeseries",
+        params={"from": "2025-11-01T00:00:00Z", "to": "2025-11-30T00:00:00Z", "step": "minute"},
+    )
+    assert answer.status_code == 400
+    assert "`step`" in answer.json()["error"]
+
+
+def test_a_three_day_series_steps_by_the_hour_and_equals_the_summary(
+    tmp_path: Path, make_client: MakeClient
+) -> None:
+    """Calls over three days (the max event age allows 30): the series of the whole range is hourly
+    (read mostly from rollups) and its points add up to the summary and to the minute-level series."""
+    start = NOW.replace(minute=0, second=0, microsecond=0) - timedelta(days=3, minutes=17)
+    events = generate_events(900, tenants=1, routes=2, start=start, duration_s=3 * 86400 - 600, seed=5)
+    client = make_client(run_processor=True, checkpoint_interval_s=0.05)
+    for i in range(0, len(events), 300):
+        assert client.post("/v1/events", content=encode_batch_json(events[i : i + 300])).status_code == 200
+    _wait_processed(client)
+    rng = {"tenant_id": "tenant-1", "from": iso(start), "to": iso(start + timedelta(days=3))}
+    hourly = client.get("/v1/metrics/timeseries", params=rng).json()
+    assert hourly["step_s"] == 3600
+    assert len(hourly["series"]["requests"]) == 3 * 24 + 1  # the first hour is only partly in range
+    summary = client.get("/v1/metrics/summary", params=rng).json()["summary"][0]
+    assert sum(hourly["series"]["requests"]) == hourly["total"]["requests"] == summary["requests"] > 0
+    assert hourly["total"]["p95_latency_ms"] == summary["p95_latency_ms"]
+    assert hourly["total"]["estimated_cost_usd"] == pytest.approx(summary["estimated_cost_usd"], rel=1e-9)
+    by_day = client.get("/v1/metrics/timeseries", params={**rng, "step": "day"}).json()
+    assert by_day["step_s"] == 86400
+    assert sum(by_day["series"]["requests"]) == summary["requests"]
+    first_day = {"tenant_id": "tenant-1", "from": iso(start), "to": iso(start + timedelta(days=1))}
+    minutes = client.get("/v1/metrics/timeseries", params=first_day).json()
+    assert minutes["step_s"] == 60
+    hours_of_day_one = client.get("/v1/metrics/timeseries", params={**first_day, "step": "hour"}).json()
+    assert sum(minutes["series"]["requests"]) == sum(hours_of_day_one["series"]["requests"])

@@ -1,12 +1,13 @@
-"""The dashboard's read endpoints: a per-minute series with totals, breakdowns by model or route,
-the tenants/routes/models for the filters, and the recent calls.
+"""The dashboard's read endpoints: a series (per minute, hour or day) with totals, breakdowns by
+model or route, the tenants/routes/models for the filters, and the recent calls.
 
 Every endpoint reads one scope: ``tenant_id`` (absent: every tenant), optional ``route`` and
 ``model``, and a range of window starts given as ``from``/``to`` (RFC 3339 with an offset) or as the
 last ``minutes`` before ``to`` (default: the last 60 minutes before now). The range spans at most
-24 hours; ``limit`` parameters are bounded. A value out of its bounds is answered 400 naming the
-parameter; a value that is not even of the right type (``minutes=abc``, a timestamp without an
-offset) 422, as in the rest of the query API; an unavailable store or log 503.
+400 days (long ranges read hourly and daily rollups); ``limit`` parameters are bounded. A value out
+of its bounds is answered 400 naming the parameter; a value that is not even of the right type
+(``minutes=abc``, a timestamp without an offset) 422, as in the rest of the query API; an
+unavailable store or log 503.
 
 Store and log reads block, so they run on a worker thread.
 """
@@ -45,8 +46,13 @@ from llmpulse.store import (
 
 #: Range used when neither ``from`` nor ``minutes`` is given.
 DEFAULT_MINUTES: Final = 60
-#: The longest range any dashboard endpoint reads (one point a minute: 1440 points).
-MAX_MINUTES: Final = 24 * 60
+#: The longest range any dashboard endpoint reads: 400 days (the hourly rollups' default retention
+#: is 396); long ranges are read from hourly and daily rollups, so their cost grows with days.
+MAX_MINUTES: Final = 400 * 24 * 60
+#: Steps of ``/v1/metrics/timeseries`` by name, in seconds.
+STEPS: Final = {"minute": 60, "hour": 3600, "day": 86400}
+#: The most points a series may have (a finer ``step`` over a longer range is a 400).
+MAX_POINTS: Final = 1500
 #: Rows of ``/v1/metrics/breakdown`` by default and at most.
 DEFAULT_BREAKDOWN_LIMIT: Final = 10
 MAX_BREAKDOWN_LIMIT: Final = 100
@@ -135,8 +141,29 @@ def resolve_range(from_: str | None, to: str | None, minutes: int | None) -> tup
     if start >= end:
         raise ApiError(400, "query parameter `from` must be before `to`")
     if end - start > timedelta(minutes=MAX_MINUTES):
-        raise ApiError(400, f"query parameter `from`: the range may span at most {MAX_MINUTES} minutes")
+        raise ApiError(
+            400, f"query parameter `from`: the range may span at most {MAX_MINUTES // 1440} days"
+        )
     return start, end
+
+
+def choose_step(scope: Scope, step: str | None) -> int:
+    """The series step in seconds: `step` by name, else the finest (minute, hour, day) that gives
+    at most `MAX_POINTS` points; `ApiError` 400 naming `step` when the asked one gives more."""
+    span = scope.end.timestamp() - scope.start.timestamp()
+    if step is None:
+        for seconds in STEPS.values():
+            if span / seconds <= MAX_POINTS:
+                return seconds
+        return STEPS["day"]
+    seconds = STEPS[step]
+    if span / seconds > MAX_POINTS:
+        raise ApiError(
+            400,
+            f"query parameter `step`: a {step} step over this range gives more than {MAX_POINTS} points; "
+            "use a coarser step or a shorter range",
+        )
+    return seconds
 
 
 async def _blocking(fn: Callable[[], _T]) -> _T:
@@ -171,15 +198,17 @@ def _head(scope: Scope) -> dict[str, Any]:
     }
 
 
-def _minutes(scope: Scope) -> range:
-    """Window starts (epoch seconds) of every minute in the scope's range (as `Store.summary` bounds it)."""
+def _buckets(scope: Scope, step: int) -> range:
+    """Bucket starts (epoch seconds, multiples of `step`) of the series over the scope's range: the
+    bucket of its first minute (as `Store.summary` bounds it) to that of its last."""
     first = math.ceil(scope.start.timestamp() / WINDOW_SECONDS) * WINDOW_SECONDS
-    return range(first, math.ceil(scope.end.timestamp()), WINDOW_SECONDS)
+    end = math.ceil(scope.end.timestamp())
+    return range(first // step * step, end, step)
 
 
 @router.get(
     "/v1/metrics/timeseries",
-    summary="Totals and a per-minute series for a scope (every tenant, or one)",
+    summary="Totals and a series (per minute, hour or day) for a scope (every tenant, or one)",
     responses=_ERROR_DOC,
 )
 async def get_timeseries(
@@ -190,19 +219,28 @@ async def get_timeseries(
     from_: FromParam = None,
     to: ToParam = None,
     minutes: MinutesParam = None,
+    step: Annotated[
+        Literal["minute", "hour", "day"] | None,
+        Query(
+            description=f"The series' step; default the finest giving at most {MAX_POINTS} points "
+            "(a minute up to a day, an hour up to 62 days, else a day)."
+        ),
+    ] = None,
 ) -> Response:
-    """The scope's totals and one point per minute of its range, oldest first.
+    """The scope's totals and one point per step of its range, oldest first.
 
-    Answers ``{"tenant_id", "route", "model", "from", "to", "step_s": 60, "total": {...},
+    Answers ``{"tenant_id", "route", "model", "from", "to", "step_s", "total": {...},
     "series": {"window_start": [...], "requests": [...], ...}}``. ``total`` has the figures of a
-    `/v1/metrics/summary` row plus ``windows`` and ``error_rate``; ``series`` holds one array per
-    figure (`SERIES_FIELDS`), one item per minute, minutes without traffic included (0 requests,
-    null percentiles).
+    `/v1/metrics/summary` row plus ``windows`` (rows merged) and ``error_rate``; ``series`` holds
+    one array per figure (`SERIES_FIELDS`), one item per step (buckets aligned to UTC minutes,
+    hours or days; the first and last may cover only part of theirs), empty buckets included (0
+    requests, null percentiles). Long ranges are read from hourly and daily rollups.
     """
     scope = _scope(request, tenant_id, route, model, from_, to, minutes)
+    seconds = choose_step(scope, step)
     store = server_state(request).require_store()
-    found = await _blocking(lambda: rollup(store, scope))
-    starts = list(_minutes(scope))
+    found = await _blocking(lambda: rollup(store, scope, seconds))
+    starts = list(_buckets(scope, seconds))
     empty = figures(WindowDelta())
     points = [figures(found.series[ws]) if ws in found.series else empty for ws in starts]
     stamps = [rfc3339(datetime.fromtimestamp(ws, UTC)) for ws in starts]
@@ -210,7 +248,7 @@ async def get_timeseries(
     for name in SERIES_FIELDS:
         series[name] = [p[name] for p in points]
     total = {"windows": found.windows, **figures(found.total)}
-    return json_response({**_head(scope), "step_s": WINDOW_SECONDS, "total": total, "series": series})
+    return json_response({**_head(scope), "step_s": seconds, "total": total, "series": series})
 
 
 _SORT_KEYS: Final = {
@@ -253,7 +291,7 @@ async def get_breakdown(
     n = _bounded("limit", limit, DEFAULT_BREAKDOWN_LIMIT, 1, MAX_BREAKDOWN_LIMIT)
     scope = _scope(request, tenant_id, route, model, from_, to, minutes)
     store = server_state(request).require_store()
-    found = await _blocking(lambda: rollup(store, scope))
+    found = await _blocking(lambda: rollup(store, scope, STEPS["day"]))
     groups = found.by_model if by == "model" else found.by_route
     key = _SORT_KEYS[sort]
     rows = [{by: name, **figures(delta)} for name, delta in groups.items()]

@@ -1,10 +1,13 @@
-"""Reads for the dashboard: one pass over a scope's windows gives totals, a per-minute series and
-breakdowns by model and by route; `dimensions` lists the tenants, routes and models present.
+"""Reads for the dashboard: one pass over a scope's rows gives totals, a series at a step (a minute,
+an hour or a day) and breakdowns by model and by route; `dimensions` lists the tenants, routes and
+models present.
 
 A scope is an optional tenant (None: every tenant), route and model, and a range of window starts
-``[start, end)`` with the same bounds as `Store.summary` (so the totals equal the summary's). Window
-rows merge by addition and histograms bucket by bucket, so every percentile here is that of the union
-of the calls, never an average of percentiles. Both functions block on the database.
+``[start, end)`` with the same bounds as `Store.summary` (so the totals equal the summary's). The
+range is read from the coarsest rows no coarser than the step that cover it exactly (minute
+windows, hourly and daily rollups: `llmpulse.store._ranges`). Rows merge by addition and histograms
+bucket by bucket, so every percentile here is that of the union of the calls, never an average of
+percentiles. Both functions block on the database.
 """
 
 from __future__ import annotations
@@ -13,12 +16,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
-
 from llmpulse.store._model import WindowDelta
 from llmpulse.store._query import _figures, epoch_bound
+from llmpulse.store._ranges import DAY, piece_select, plan, read_rows
 from llmpulse.store._store import Store
-from llmpulse.store._tables import delta_from_row, windows
+from llmpulse.store._tables import delta_from_row
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,9 +41,9 @@ class Rollup:
 
     Attributes:
         total: every window of the scope merged.
-        windows: how many stored windows were merged.
-        series: window start (epoch seconds) → the windows of that minute merged (minutes with no
-            window are absent).
+        windows: how many stored rows (minute windows, hourly or daily rollups) were merged.
+        series: bucket start (epoch seconds, a multiple of the step) → the rows of that bucket
+            merged (buckets with no row are absent).
         by_model, by_route: model or route → its windows merged.
     """
 
@@ -69,18 +71,6 @@ def figures(delta: WindowDelta) -> dict[str, Any]:
     return {**seed, **extra, "error_rate": rate}
 
 
-def _where(query: sa.Select[Any], scope: Scope, *, with_route_model: bool = True) -> sa.Select[Any]:
-    if scope.tenant_id is not None:
-        query = query.where(windows.c.tenant_id == scope.tenant_id)
-    if with_route_model and scope.route is not None:
-        query = query.where(windows.c.route == scope.route)
-    if with_route_model and scope.model is not None:
-        query = query.where(windows.c.model == scope.model)
-    lo = epoch_bound(scope.start, "start")
-    hi = epoch_bound(scope.end, "end")
-    return query.where(windows.c.window_start >= lo, windows.c.window_start < hi)
-
-
 def _add(into: dict[Any, WindowDelta], key: Any, delta: WindowDelta) -> None:
     found = into.get(key)
     if found is None:
@@ -88,28 +78,31 @@ def _add(into: dict[Any, WindowDelta], key: Any, delta: WindowDelta) -> None:
     found.merge(delta)
 
 
-def rollup(store: Store, scope: Scope) -> Rollup:
-    """Merge the scope's windows into totals, a per-minute series and per-model/per-route rows. Blocks.
+def rollup(store: Store, scope: Scope, step: int = 60) -> Rollup:
+    """Merge the scope's rows into totals, a series of `step` seconds (60, 3600 or 86400; buckets
+    aligned to UTC minutes, hours or days) and per-model/per-route rows. Blocks.
 
     Raises:
-        ValueError: a naive `scope.start` or `scope.end`.
+        ValueError: a naive `scope.start` or `scope.end`, or another `step`.
         StoreError: the database could not be read.
     """
-    query = _where(sa.select(windows), scope)
+    pieces = plan(epoch_bound(scope.start, "start"), epoch_bound(scope.end, "end"), coarsest=step)
     out = Rollup()
     with store._reading("rolling up windows") as conn:
-        for row in conn.execute(query).mappings():
+        for _, row in read_rows(
+            conn, pieces, tenant_id=scope.tenant_id, route=scope.route, model=scope.model
+        ):
             delta = delta_from_row(row)
             out.windows += 1
             out.total.merge(delta)
-            _add(out.series, int(row["window_start"]), delta)
+            _add(out.series, int(row["window_start"]) // step * step, delta)
             _add(out.by_model, str(row["model"]), delta)
             _add(out.by_route, str(row["route"]), delta)
     return out
 
 
 def dimensions(store: Store, scope: Scope) -> Dimensions:
-    """The tenants, routes and models with a window in the scope's tenant and range. Blocks.
+    """The tenants, routes and models with a row in the scope's tenant and range. Blocks.
 
     The scope's own route and model filters are ignored, so a filter list still offers the other
     routes and models of the tenant.
@@ -118,17 +111,21 @@ def dimensions(store: Store, scope: Scope) -> Dimensions:
         ValueError: a naive `scope.start` or `scope.end`.
         StoreError: the database could not be read.
     """
-    query = _where(
-        sa.select(windows.c.tenant_id, windows.c.route, windows.c.model).distinct(),
-        scope,
-        with_route_model=False,
-    )
+    pieces = plan(epoch_bound(scope.start, "start"), epoch_bound(scope.end, "end"), coarsest=DAY)
     tenants: set[str] = set()
     routes: set[str] = set()
     models: set[str] = set()
     with store._reading("listing dimensions") as conn:
-        for tenant, route, model in conn.execute(query):
-            tenants.add(str(tenant))
-            routes.add(str(route))
-            models.add(str(model))
+        for piece in pieces:
+            query = piece_select(
+                piece,
+                tenant_id=scope.tenant_id,
+                route=None,
+                model=None,
+                columns=("tenant_id", "route", "model"),
+            )
+            for tenant, route, model in conn.execute(query):
+                tenants.add(str(tenant))
+                routes.add(str(route))
+                models.add(str(model))
     return Dimensions(sorted(tenants), sorted(routes), sorted(models))

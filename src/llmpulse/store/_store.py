@@ -27,7 +27,8 @@ from llmpulse.store._model import (
     WindowDelta,
     WindowKey,
 )
-from llmpulse.store._query import GroupBy, StoredWindow, SummaryRow, windows_select
+from llmpulse.store._query import GroupBy, StoredWindow, SummaryRow, epoch_bound, windows_select
+from llmpulse.store._ranges import plan, read_rows
 from llmpulse.store._tables import (
     decode_keys,
     delta_from_row,
@@ -319,27 +320,34 @@ class Store:
         (ascending), or one row in all when `group_by` is None; none when no window matches.
         Histograms are merged, so percentiles are those of the union. Blocks.
 
+        The range is read from the coarsest rows that cover it exactly (whole days from the daily
+        rollups, whole hours from the hourly ones, minutes at the edges: `llmpulse.store._ranges`),
+        so a month costs a few hundred rows and equals the sum of its minute windows. `windows` in
+        each row counts the stored rows merged.
+
         Raises:
             ValueError: an unknown `group_by`, or a naive `start`/`end`.
         """
         if group_by not in (None, "model", "route"):
             raise ValueError(f"group_by must be 'model', 'route' or None, got {group_by!r}")
-        query = windows_select(tenant_id, route=route, model=model, start=start, end=end)
+        pieces = plan(epoch_bound(start, "start"), epoch_bound(end, "end"))
         groups: dict[str, tuple[WindowDelta, list[int]]] = {}
         first = last = None
         with self._reading("summarising windows") as conn:
-            for row in conn.execute(query).mappings():
+            for piece, row in read_rows(conn, pieces, tenant_id=tenant_id, route=route, model=model):
                 group = "" if group_by is None else str(row[group_by])
                 delta, count = groups.setdefault(group, (WindowDelta(), [0]))
                 delta.merge(delta_from_row(row))
                 count[0] += 1
                 ws = int(row["window_start"])
                 first = ws if first is None else min(first, ws)
-                last = ws if last is None else max(last, ws)
-        if first is None or last is None:
-            return []
+                last = ws + piece.seconds if last is None else max(last, ws + piece.seconds)
+            if first is None or last is None:
+                return []
+            if start is None or end is None:  # an open side is the first (last) minute window's
+                first, last = self._minute_span(conn, tenant_id, route, model, first, last)
         lo = start if start is not None else datetime.fromtimestamp(first, UTC)
-        hi = end if end is not None else datetime.fromtimestamp(last + WINDOW_SECONDS, UTC)
+        hi = end if end is not None else datetime.fromtimestamp(last, UTC)
         return [
             SummaryRow(
                 tenant_id=tenant_id,
@@ -352,6 +360,22 @@ class Store:
             )
             for group, (delta, count) in sorted(groups.items())
         ]
+
+    @staticmethod
+    def _minute_span(
+        conn: sa.Connection, tenant_id: str, route: str | None, model: str | None, first: int, last: int
+    ) -> tuple[int, int]:
+        """The first window start and the last window end of the minute windows in ``[first, last)``
+        (the span of the coarse rows found), or those bounds where no minute window is left."""
+        query = sa.select(sa.func.min(windows.c.window_start), sa.func.max(windows.c.window_start)).where(
+            windows.c.tenant_id == tenant_id, windows.c.window_start >= first, windows.c.window_start < last
+        )
+        if route is not None:
+            query = query.where(windows.c.route == route)
+        if model is not None:
+            query = query.where(windows.c.model == model)
+        lo, hi = conn.execute(query).one()
+        return (first if lo is None else int(lo), last if hi is None else int(hi) + WINDOW_SECONDS)
 
     def counters(self) -> dict[str, int]:
         """The server-wide counters (orphan responses, duplicates, …) summed over every commit. Blocks."""
