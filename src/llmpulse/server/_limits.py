@@ -52,7 +52,7 @@ class RequestLimits:
     max_json_depth: int = 32
     rate_limit_per_s: float = 100.0
     rate_limit_burst: int = 200
-    max_query_range_s: float = 31 * 24 * 3600.0
+    max_query_range_s: float = 400 * 24 * 3600.0
     max_page_size: int = 10_000
 
     def __post_init__(self) -> None:

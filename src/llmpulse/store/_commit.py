@@ -58,7 +58,7 @@ _LAT: Final = _N_KEY + _N_NUM
 #: Where a read row holds the version; a written row holds updated_at there and the version next.
 _VERSION: Final = _LAT + 2
 _PENDING_FIELDS: Final = ("consumer", "tenant_id", "request_id", "kind", "payload", "seen_at", "expired")
-_CALL_KEY: Final = ("tenant_id", "request_id")
+_CALL_KEY: Final = ("request_id", "tenant_id")
 
 
 class StaleCheckpoint(StoreError):

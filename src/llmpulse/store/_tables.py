@@ -96,7 +96,8 @@ MAX_ERROR_MESSAGE_LEN: Final = 1024
 #: fit and gains ``"_truncated": true``.
 MAX_RECORD_METADATA_BYTES: Final = 4096
 
-#: One row per counted call (`CallRecord`), keyed by tenant and request id. The index on
+#: One row per counted call (`CallRecord`), keyed by request id and tenant: the key serves a lookup by
+#: (tenant, request id) and one by request id alone (a response that names no tenant). The index on
 #: (tenant_id, started_at) serves every range read (`/v1/calls`, `/v1/costs`, export, retention).
 calls = sa.Table(
     "calls",
@@ -130,7 +131,7 @@ calls = sa.Table(
     sa.Column("span_id", sa.String(MAX_ID_LEN), nullable=True),
     sa.Column("metadata", sa.Text, nullable=True),
     sa.Column("updated_at", sa.Double, nullable=False),
-    sa.PrimaryKeyConstraint("tenant_id", "request_id", name="pk_calls"),
+    sa.PrimaryKeyConstraint("request_id", "tenant_id", name="pk_calls"),
 )
 sa.Index("ix_calls_tenant_started", calls.c.tenant_id, calls.c.started_at)
 

@@ -4,8 +4,8 @@ Revision ID: 0004
 Revises: 0003
 Create Date: 2026-12-07
 
-* ``calls``: one row per counted call, keyed by (tenant_id, request_id), indexed by
-  (tenant_id, started_at).
+* ``calls``: one row per counted call, keyed by (request_id, tenant_id) (so a lookup by request
+  id alone is served too), indexed by (tenant_id, started_at).
 * ``rollups_hour`` and ``rollups_day``: the columns of ``windows`` at hour and day resolution. They
   are filled here from the windows already stored (histograms merged bucket by bucket), so a long
   range over old data reads the same figures as its minute windows.
@@ -139,7 +139,7 @@ def upgrade() -> None:
         sa.Column("span_id", sa.String(128), nullable=True),
         sa.Column("metadata", sa.Text, nullable=True),
         sa.Column("updated_at", sa.Double, nullable=False),
-        sa.PrimaryKeyConstraint("tenant_id", "request_id", name="pk_calls"),
+        sa.PrimaryKeyConstraint("request_id", "tenant_id", name="pk_calls"),
     )
     op.create_index("ix_calls_tenant_started", "calls", ["tenant_id", "started_at"])
 
