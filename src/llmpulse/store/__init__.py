@@ -13,6 +13,10 @@ raises `ValueError` for an unknown URL scheme, and query methods raise `ValueErr
 arguments.
 
 API keys live in the store too (`Store.keys`, an `ApiKeys`): only their SHA-256 is kept.
+
+Retention: `RetentionPolicy` says how long each kind of record is kept, `prune` deletes what it no
+longer keeps in small batches, and `RetentionPruner` does so every interval on a background thread
+(`RetentionSettingError` is the `ValueError` of a bad setting).
 """
 
 from __future__ import annotations
@@ -38,7 +42,9 @@ from llmpulse.store._model import (
     WindowDelta,
     WindowKey,
 )
+from llmpulse.store._pruner import RetentionPruner
 from llmpulse.store._query import GroupBy, StoredWindow, SummaryRow, metrics_row, rfc3339, summary_row
+from llmpulse.store._retention import PruneResult, RetentionPolicy, RetentionSettingError, prune
 from llmpulse.store._rollup import Dimensions, Rollup, Scope, dimensions, figures, rollup
 from llmpulse.store._store import Store
 from llmpulse.store._tables import MAX_ERROR_MESSAGE_LEN, MAX_ERROR_TYPE_LEN, MAX_RECORD_METADATA_BYTES
@@ -61,6 +67,10 @@ __all__ = [
     "PendingEntry",
     "PendingKind",
     "ProcessorState",
+    "PruneResult",
+    "RetentionPolicy",
+    "RetentionPruner",
+    "RetentionSettingError",
     "Rollup",
     "Scope",
     "Store",
@@ -77,6 +87,7 @@ __all__ = [
     "figures",
     "merged",
     "metrics_row",
+    "prune",
     "quantile",
     "rfc3339",
     "rollup",
