@@ -12,6 +12,10 @@ unreachable or busy: retry), `StoreIntegrityError` (the database rejected the da
 raises `ValueError` for an unknown URL scheme, and query methods raise `ValueError` for invalid
 arguments.
 
+`calls_page`, `iter_calls` and `costs` read the call records (`CallFilter`: a tenant, a range and
+attribute filters): pages newest or costliest first, every record oldest first a page at a time (for
+export), and costs grouped by an attribute. They block.
+
 API keys live in the store too (`Store.keys`, an `ApiKeys`): only their SHA-256 is kept.
 
 Retention: `RetentionPolicy` says how long each kind of record is kept, `prune` deletes what it no
@@ -21,6 +25,19 @@ longer keeps in small batches, and `RetentionPruner` does so every interval on a
 
 from __future__ import annotations
 
+from llmpulse.store._calls import (
+    CALL_STATUSES,
+    GROUP_BY_ATTRIBUTES,
+    CallFilter,
+    CallOrder,
+    CostOrder,
+    call_row,
+    calls_page,
+    costs,
+    cursor_range,
+    iter_calls,
+    minute_bounds,
+)
 from llmpulse.store._engine import (
     MigrationError,
     StoreError,
@@ -51,15 +68,20 @@ from llmpulse.store._tables import MAX_ERROR_MESSAGE_LEN, MAX_ERROR_TYPE_LEN, MA
 
 __all__ = [
     "CALL_FIELDS",
+    "CALL_STATUSES",
+    "GROUP_BY_ATTRIBUTES",
     "MAX_ERROR_MESSAGE_LEN",
     "MAX_ERROR_TYPE_LEN",
     "MAX_RECORD_METADATA_BYTES",
     "WINDOW_SECONDS",
     "ApiKey",
     "ApiKeys",
+    "CallFilter",
+    "CallOrder",
     "CallRecord",
     "CallStatus",
     "Checkpoint",
+    "CostOrder",
     "Dimensions",
     "GroupBy",
     "Histogram",
@@ -82,11 +104,17 @@ __all__ = [
     "WindowDelta",
     "WindowKey",
     "bucket_of",
+    "call_row",
+    "calls_page",
+    "costs",
     "create_engine_for",
+    "cursor_range",
     "dimensions",
     "figures",
+    "iter_calls",
     "merged",
     "metrics_row",
+    "minute_bounds",
     "prune",
     "quantile",
     "rfc3339",
