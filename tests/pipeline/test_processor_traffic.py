@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 import pytest
 
-from llmpulse.events import Limits, LLMCall, LLMRequest, LLMResponse, decode_batch
+from llmpulse.events import Event, Limits, LLMCall, LLMRequest, LLMResponse, decode_batch
 from llmpulse.pricing import Pricer
 from llmpulse.testing.traffic import (
     DEFAULT_MODELS,
@@ -113,9 +113,65 @@ def test_json_batches_decode_back_to_the_same_events() -> None:
         ({"tenants": 0}, "tenants"),
         ({"start": datetime(2025, 1, 1)}, "start"),
         ({"shuffle": -1}, "shuffle"),
+        ({"users": -1}, "users"),
     ],
 )
 def test_bad_arguments_raise_naming_them(kwargs: dict[str, object], name: str) -> None:
     args: dict[str, object] = {"n_pairs": 1, "start": START, **kwargs}
     with pytest.raises(ValueError, match=name):
         generate_events(**args)  # type: ignore[arg-type]
+
+
+def _unattributed(event: Event) -> Event:
+    copy = msgspec.structs.replace(event)
+    if isinstance(copy, LLMCall):
+        copy.user_id = copy.org_id = copy.session_id = copy.feature = None
+        copy.environment = copy.endpoint = None
+        copy.metadata = None
+    elif isinstance(copy, LLMRequest):
+        copy.user_id_hash = None
+        copy.metadata = None
+    return copy
+
+
+def test_attribution_comes_from_its_own_generator_and_changes_nothing_else() -> None:
+    kwargs = {"start": START, "call_rate": 0.4, "duplicate_rate": 0.1, "shuffle": 7, "seed": 5}
+    plain = generate_events(1500, **kwargs)  # type: ignore[arg-type]
+    assert encode_batch_json(generate_events(1500, users=0, **kwargs)) == encode_batch_json(plain)  # type: ignore[arg-type]
+    attributed = generate_events(1500, users=40, **kwargs)  # type: ignore[arg-type]
+    assert encode_batch_json(attributed) == encode_batch_json(generate_events(1500, users=40, **kwargs))  # type: ignore[arg-type]
+    assert [_unattributed(e) for e in attributed] == [_unattributed(e) for e in plain]
+
+
+def test_attributed_calls_name_zipf_users_orgs_sessions_features_and_environments() -> None:
+    events = generate_events(6000, start=START, call_rate=0.5, users=50, seed=4)
+    calls = [e for e in events if isinstance(e, LLMCall)]
+    requests = [e for e in events if isinstance(e, LLMRequest)]
+    users = Counter(c.user_id for c in calls)
+    assert 0.02 < users[None] / len(calls) < 0.08  # some calls have no user
+    named = [u for u, _ in users.most_common() if u is not None]
+    assert len(named) > 30
+    assert users[named[0]] > 5 * users[named[-1]]  # Zipf-like popularity
+    for call in calls:
+        if call.user_id is None:
+            assert call.org_id is None
+            assert call.session_id is None
+            assert call.metadata is None
+        else:
+            assert call.org_id is not None
+            assert call.org_id.startswith("org-")
+            assert call.session_id is not None
+            assert call.session_id.startswith(f"s-{call.user_id[5:]}-")
+            assert call.metadata is not None
+            assert call.metadata["plan"] in ("free", "pro", "enterprise")
+        assert call.environment in ("production", "staging", "development")
+        assert call.endpoint == f"/v1/{call.route}"
+    assert len({c.org_id for c in calls if c.org_id}) == 6
+    assert None in {c.feature for c in calls}
+    hashes = Counter(r.user_id_hash for r in requests)
+    assert None in hashes
+    assert len(hashes) > 30
+    for request in requests:
+        assert request.metadata is not None
+        assert request.metadata["environment"] in ("production", "staging", "development")
+        assert ("plan" in request.metadata) == (request.user_id_hash is not None)

@@ -5,11 +5,16 @@ would receive them: tenants and routes with skewed (Zipf-like) popularity, real 
 genai-prices knows, plausible prompt and completion sizes, a latency made of a log-normal time to first
 token plus a per-token generation time, some errors, and optionally exact duplicates, orphans of
 either kind and out-of-order delivery. The same arguments (and `seed`) always give the same events.
+
+With ``users`` > 0 the calls are also attributed (users from a Zipf-like pool, their organisations,
+sessions, features, environments and a ``plan`` in the metadata), drawn from a random generator of
+their own: the events of ``users=0`` are exactly those of a generator without attribution.
 """
 
 from __future__ import annotations
 
 import gc
+import itertools
 import math
 import random
 from collections.abc import Iterable, Iterator, Sequence
@@ -51,6 +56,73 @@ _ERRORS: Final[tuple[Any, ...]] = (
     {"type": "invalid_request_error", "code": 400, "message": "maximum context length exceeded"},
     {"type": "overloaded_error", "message": "Overloaded"},
 )
+
+
+#: Features attributed to calls (``users`` > 0), most popular first.
+FEATURES: Final[tuple[str, ...]] = ("chat", "search", "summarize", "autocomplete", "agent")
+#: Environments attributed to calls, with their weights.
+_ENVIRONMENTS: Final[tuple[tuple[str, float], ...]] = (
+    ("production", 0.85),
+    ("staging", 0.1),
+    ("development", 0.05),
+)
+#: Plans (metadata ``plan``) of users, by user number.
+_PLANS: Final[tuple[str, ...]] = ("free", "pro", "enterprise")
+#: Share of attributed calls made without a user (no user id nor hash), and without a feature.
+_ANONYMOUS_RATE: Final = 0.05
+_NO_FEATURE_RATE: Final = 0.1
+
+
+class _Attribution(NamedTuple):
+    user_id: str | None
+    user_id_hash: str | None
+    org_id: str | None
+    session_id: str | None
+    feature: str | None
+    environment: str
+    plan: str | None
+
+
+class _Attributor:
+    """Draws who made each call, from a generator of its own (so the rest of the traffic is unchanged)."""
+
+    def __init__(self, users: int, n_pairs: int, seed: int) -> None:
+        rng = random.Random(f"llmpulse-traffic-attribution-{seed}")
+        self._rng = rng
+        self._users = rng.choices(range(users), cum_weights=_zipf_cum_weights(users), k=n_pairs)
+        self._orgs = max(1, users // 8)
+        self._features = _zipf_cum_weights(len(FEATURES))
+        self._environments = list(itertools.accumulate(w for _, w in _ENVIRONMENTS))
+
+    def draw(self, i: int) -> _Attribution:
+        """The attribution of call `i` (draws the same numbers whatever the call becomes)."""
+        rng = self._rng
+        user = self._users[i]
+        anonymous = rng.random() < _ANONYMOUS_RATE
+        no_feature = rng.random() < _NO_FEATURE_RATE
+        (feature,) = rng.choices(FEATURES, cum_weights=self._features)
+        (environment,) = rng.choices([e for e, _ in _ENVIRONMENTS], cum_weights=self._environments)
+        session = rng.randrange(4)
+        if anonymous:
+            return _Attribution(None, None, None, None, None if no_feature else feature, environment, None)
+        return _Attribution(
+            user_id=f"user-{user + 1:04d}",
+            user_id_hash=f"h{(user + 1) * 2654435761 % 2**32:08x}",
+            org_id=f"org-{user % self._orgs + 1}",
+            session_id=f"s-{user + 1:04d}-{session}",
+            feature=None if no_feature else feature,
+            environment=environment,
+            plan=_PLANS[user % len(_PLANS)],
+        )
+
+
+def _request_metadata(who: _Attribution) -> dict[str, Any]:
+    meta: dict[str, Any] = {"environment": who.environment}
+    if who.feature is not None:
+        meta["feature"] = who.feature
+    if who.plan is not None:
+        meta["plan"] = who.plan
+    return meta
 
 
 class _Profile(NamedTuple):
@@ -113,6 +185,7 @@ def generate_events(
     call_rate: float = 0.0,
     shuffle: int = 0,
     seed: int = 0,
+    users: int = 0,
 ) -> list[Event]:
     """Generate `n_pairs` model calls as events, deterministically from `seed`. Pure CPU; no I/O.
 
@@ -128,6 +201,15 @@ def generate_events(
     Tenants are ``tenant-1`` … ``tenant-N`` and routes come from `ROUTES`, both with Zipf-like
     popularity; models are picked uniformly from `models`. Request ids are unique per `seed`.
     About 4 µs per event (a million pairs in under ten seconds).
+
+    With `users` > 0 each call is attributed to one of `users` users (``user-0001`` …, Zipf-like
+    popularity; 5 % of calls have no user), with the user's organisation (``org-N``, a user in eight
+    shares one), a session (``s-<user>-<k>``), a feature (`FEATURES`; 10 % none), an environment
+    (``production``, ``staging``, ``development``) and the user's ``plan``. A call event carries them
+    as `user_id`, `org_id`, `session_id`, `feature`, `environment`, `endpoint` (``/v1/<route>``) and
+    ``metadata={"plan": …}``; a request carries `user_id_hash` and ``metadata`` with ``feature``,
+    ``environment`` and ``plan``. These come from a second generator seeded from `seed`, so the events
+    of ``users=0`` are unchanged.
     """
     if n_pairs < 0:
         raise ValueError(f"n_pairs must be >= 0, got {n_pairs!r}")
@@ -143,6 +225,8 @@ def generate_events(
         raise ValueError(f"duration_s must be > 0, got {duration_s!r}")
     if shuffle < 0:
         raise ValueError(f"shuffle must be >= 0, got {shuffle!r}")
+    if users < 0:
+        raise ValueError(f"users must be >= 0, got {users!r}")
     for name, value in (
         ("error_rate", error_rate),
         ("duplicate_rate", duplicate_rate),
@@ -170,6 +254,7 @@ def generate_events(
             call_rate=call_rate,
             shuffle=shuffle,
             seed=seed,
+            users=users,
         )
     finally:
         if gc_was_enabled:
@@ -191,8 +276,10 @@ def _generate(
     call_rate: float,
     shuffle: int,
     seed: int,
+    users: int,
 ) -> list[Event]:
     rng = random.Random(seed)
+    attributor = _Attributor(users, n_pairs, seed) if users else None
     rand = rng.random
     gauss = rng.gauss
     exp = math.exp
@@ -243,13 +330,14 @@ def _generate(
         latency = latency_us / 1000.0
         end = t + latency_us / 1e6
         streamed = not failed and rand() < 0.7
+        who = attributor.draw(i) if attributor is not None else None
         if call_rate and rand() < call_rate:
             reasoning = int(completion * 0.4 * rand()) if rand() < 0.2 else 0
             cached = int(prompt * rand()) if rand() < 0.3 else 0
             cache_write = 0
             if profile.provider == "anthropic" and rand() < 0.1:
                 cache_write = int((prompt - cached) * rand())
-            event: Event = LLMCall(
+            call = LLMCall(
                 model=model,
                 timestamp=ts,
                 input_tokens=prompt,
@@ -267,6 +355,15 @@ def _generate(
                 finish_reason=None if failed else "stop",
                 error=error,
             )
+            if who is not None:
+                call.user_id = who.user_id
+                call.org_id = who.org_id
+                call.session_id = who.session_id
+                call.feature = who.feature
+                call.environment = who.environment
+                call.endpoint = f"/v1/{route}"
+                call.metadata = None if who.plan is None else {"plan": who.plan}
+            event: Event = call
             push((end, event))
             if duplicate_rate and rand() < duplicate_rate:
                 push((end + 0.1 + 5.0 * rand(), msgspec.structs.replace(event)))
@@ -282,6 +379,9 @@ def _generate(
                 prompt_tokens=prompt,
                 user_id_hash=f"u{int(rand() * 1000):03d}",
             )
+            if who is not None:
+                request.user_id_hash = who.user_id_hash
+                request.metadata = _request_metadata(who)
             push((t, request))
             if duplicate_rate and rand() < duplicate_rate:
                 push((t + 0.1 + 5.0 * rand(), msgspec.structs.replace(request)))
