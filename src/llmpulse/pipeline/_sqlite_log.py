@@ -10,6 +10,13 @@ The writer also keeps the most recently committed records in memory (the tail, b
 processor, gets them without a SQLite read and a MessagePack decode, which was a fifth of the
 processor's time. Only committed records enter the tail, so a reader never sees an event that is not
 durable; a reader that falls behind, or starts after a restart, reads the table.
+
+Retention: a record is deleted once a committed checkpoint covers it (`release`: the processor calls
+it after each commit) and it was appended more than `retention_s` ago (an hour by default). The
+writer thread deletes such records every few seconds, oldest first, at most `prune_batch_records`
+per transaction, writing queued appends between two batches, so pruning never holds ingest back by
+more than one short delete. Freed pages go to SQLite's freelist and hold the next appends: at a
+steady rate the file stops growing.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -31,8 +38,10 @@ from llmpulse.pipeline._log import LogRecord
 
 _log = logging.getLogger(__name__)
 
-#: How long consumed records are kept before they are pruned (seconds).
-DEFAULT_RETENTION_S: Final = 24 * 3600.0
+#: How long consumed records are kept after they were appended (seconds).
+DEFAULT_RETENTION_S: Final = 3600.0
+#: Most records (appended batches) one prune transaction deletes.
+DEFAULT_PRUNE_BATCH_RECORDS: Final = 200
 _PRUNE_EVERY_S: Final = 10.0
 #: Most events the in-memory tail keeps for readers (the processor reads them without decoding).
 DEFAULT_TAIL_EVENTS: Final = 50_000
@@ -92,8 +101,11 @@ class SQLiteEventLog:
         sync: ``FULL`` fsyncs every group commit (survives power loss); ``NORMAL`` survives a crash of
             the process but may lose the last commits on power loss.
         max_pending_events: events queued for the writer beyond which `append` raises `LogBackpressure`.
-        retention_s: consumed records older than this are pruned.
+        retention_s: consumed records appended longer ago than this (seconds) are pruned.
         tail_events: most events kept in memory for readers that keep up (0 disables the tail).
+        prune_batch_records: most records one prune transaction deletes.
+        clock: wall clock in epoch seconds: records' append time and what retention is measured
+            against (tests pass a fake one).
     """
 
     def __init__(
@@ -104,9 +116,15 @@ class SQLiteEventLog:
         max_pending_events: int = 200_000,
         retention_s: float = DEFAULT_RETENTION_S,
         tail_events: int = DEFAULT_TAIL_EVENTS,
+        prune_batch_records: int = DEFAULT_PRUNE_BATCH_RECORDS,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if sync not in ("FULL", "NORMAL"):
             raise ValueError(f"sync must be FULL or NORMAL, got {sync!r}")
+        if retention_s < 0:
+            raise ValueError(f"retention_s must be >= 0, got {retention_s!r}")
+        if prune_batch_records < 1:
+            raise ValueError(f"prune_batch_records must be positive, got {prune_batch_records!r}")
         path = _path_of(url)
         if path == ":memory:":
             raise ValueError("the event log must be a file, not :memory:")
@@ -115,6 +133,9 @@ class SQLiteEventLog:
         self._sync = sync
         self._max_pending = max_pending_events
         self._retention_s = retention_s
+        self._prune_batch = prune_batch_records
+        self._clock = clock
+        self._pruned_records = 0
         self._queue: deque[_Pending] = deque()
         self._queued_events = 0
         self._cond = threading.Condition()
@@ -178,13 +199,15 @@ class SQLiteEventLog:
         await future
 
     def _write_loop(self) -> None:
-        last_prune = time.monotonic()
+        next_prune = time.monotonic() + _PRUNE_EVERY_S
+        backlog = False  # the last prune batch was full: more records may be due
         while True:
             with self._cond:
-                while not self._queue and not self._closed:
-                    self._cond.wait(1.0)
-                    if not self._queue and time.monotonic() - last_prune > _PRUNE_EVERY_S:
+                while not self._queue and not self._closed and not backlog:
+                    wait = next_prune - time.monotonic()
+                    if wait <= 0:
                         break
+                    self._cond.wait(min(1.0, wait))
                 batch = list(self._queue)
                 self._queue.clear()
                 n_events = self._queued_events
@@ -192,14 +215,16 @@ class SQLiteEventLog:
                 closing = self._closed
             if batch:
                 self._write(batch, n_events)
-            if time.monotonic() - last_prune > _PRUNE_EVERY_S:
-                last_prune = time.monotonic()
-                self._prune()
             if closing and not batch:
                 return
+            if backlog or time.monotonic() >= next_prune:
+                # one batch, then back to the queue: appends wait for at most one short delete
+                backlog = self._prune_once(self._writer_conn) == self._prune_batch
+                if not backlog:
+                    next_prune = time.monotonic() + _PRUNE_EVERY_S
 
     def _write(self, batch: list[_Pending], n_events: int) -> None:
-        now = time.time()
+        now = self._clock()
         error: BaseException | None = None
         try:
             conn = self._writer_conn
@@ -277,16 +302,42 @@ class SQLiteEventLog:
         if partition == 0:
             self._released = max(self._released, offset)
 
-    def _prune(self) -> None:
-        if self._released <= 0:
-            return
+    def _prune_once(self, conn: sqlite3.Connection) -> int:
+        """Delete up to `prune_batch_records` of the oldest records that are released and older than
+        the retention, in one statement; the number deleted. Reads only the first records' offsets
+        and append times, never the whole table (records are in append order)."""
+        released = self._released
+        if released <= 0:
+            return 0
+        cut = self._clock() - self._retention_s
         try:
-            self._writer_conn.execute(
-                'DELETE FROM event_log WHERE "offset" < ? AND created_at < ?',
-                (self._released, time.time() - self._retention_s),
-            )
+            rows = conn.execute(
+                'SELECT "offset", created_at FROM event_log WHERE "offset" < ? ORDER BY "offset" LIMIT ?',
+                (released, self._prune_batch),
+            ).fetchall()
+            last = None
+            for offset, created_at in rows:
+                if created_at >= cut:  # append order: the rest are younger (a clock set back waits)
+                    break
+                last = offset
+            if last is None:
+                return 0
+            deleted = conn.execute('DELETE FROM event_log WHERE "offset" <= ?', (last,)).rowcount
         except sqlite3.Error as exc:
             _log.warning("event log prune failed: %s", exc)
+            return 0
+        self._pruned_records += deleted
+        return int(deleted)
+
+    def _prune(self) -> int:
+        """Delete every released record older than the retention, batch by batch, on the writer's
+        connection (tests call it while the writer is idle); the number deleted. Blocks."""
+        total = 0
+        while (n := self._prune_once(self._writer_conn)) > 0:
+            total += n
+            if n < self._prune_batch:
+                break
+        return total
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -319,13 +370,15 @@ class SQLiteEventLog:
         return (int(row[0]) if row else 0) + 1
 
     def stats(self) -> dict[str, int]:
-        """Events appended and commits made by this process, and events waiting for the writer."""
+        """Events appended and commits made by this process, events waiting for the writer, and the
+        consumed records this process pruned."""
         return {
             "appended_events": self._appended_events,
             "commits": self._commits,
             "queued_events": self._queued_events,
             "tail_events": self._tail_count,
             "tail_reads": self._tail_reads,
+            "pruned_records": self._pruned_records,
         }
 
     def close(self) -> None:
