@@ -247,9 +247,14 @@ def test_from_env_overrides_win_and_none_is_ignored() -> None:
         ({"LLMPULSE_RETENTION_CALLS_DAYS": "0.25"}, "LLMPULSE_RETENTION_CALLS_DAYS: calls_days must be 0"),
         (
             {"LLMPULSE_RETENTION_MINUTES_DAYS": "30", "LLMPULSE_RETENTION_HOURS_DAYS": "20"},
-            "LLMPULSE_RETENTION_MINUTES_DAYS: minutes_days .30 days. must not exceed hours_days .20 days.",
+            "LLMPULSE_RETENTION_MINUTES_DAYS, LLMPULSE_RETENTION_HOURS_DAYS: minutes_days .30 days. must "
+            "not exceed hours_days .20 days.",
         ),
         ({"LLMPULSE_PRUNE_INTERVAL_S": "-1"}, "LLMPULSE_PRUNE_INTERVAL_S: interval_s must be"),
+        (  # the default it conflicts with is not named: only what the operator set
+            {"LLMPULSE_RETENTION_HOURS_DAYS": "10"},
+            "LLMPULSE_RETENTION_HOURS_DAYS: minutes_days .14 days. must not exceed hours_days .10 days.",
+        ),
     ],
 )
 def test_from_env_errors_name_the_variable(env: dict[str, str], message: str) -> None:
@@ -258,5 +263,8 @@ def test_from_env_errors_name_the_variable(env: dict[str, str], message: str) ->
 
 
 def test_an_override_that_is_invalid_names_the_field_not_the_variable() -> None:
-    with pytest.raises(RetentionSettingError, match=r"^calls_days "):
+    with pytest.raises(RetentionSettingError, match=r"^calls_days ") as info:
         RetentionPolicy.from_env({"LLMPULSE_RETENTION_CALLS_DAYS": "7"}, calls_days=0.5)
+    assert info.value.fields == ("calls_days",)
+    with pytest.raises(ValueError, match=r"^LLMPULSE_RETENTION_MINUTES_DAYS: minutes_days .30 days"):
+        RetentionPolicy.from_env({"LLMPULSE_RETENTION_MINUTES_DAYS": "30"}, hours_days=20)

@@ -5,6 +5,10 @@ Flags override environment variables (``HTTP_PORT``, ``LLMPULSE_HOST``, ``LLMPUL
 ``LLMPULSE_LOG_SYNC``, ...), which override the defaults. SIGTERM or Ctrl+C shuts down gracefully:
 in-flight requests finish, the processor commits, and everything acknowledged stays in the log.
 
+Retention (docs/embedded.md#retention): call records are kept 30 days, minute windows 14, hourly
+rollups 396, daily rollups forever and consumed log records an hour; the ``--retention-*`` and
+``--prune-*`` flags (or ``LLMPULSE_RETENTION_*``, ``LLMPULSE_PRUNE_*``) change that.
+
 Without an API key in the store (``llmpulse keys create``), the server listens only on loopback: any
 other ``--host`` is refused with exit status 2 unless ``--insecure`` (or ``LLMPULSE_INSECURE=1``) is
 given. See docs/security.md.
@@ -16,13 +20,13 @@ import argparse
 import contextlib
 import dataclasses
 import sys
-from typing import Final
+from typing import Any, Final
 
 from llmpulse.cli._common import Subcommands, non_negative_float, positive_int
 from llmpulse.server import ServerSettings
 from llmpulse.server import run as run_server
 from llmpulse.server._auth import exposure_problem, is_loopback
-from llmpulse.store import StoreError
+from llmpulse.store import RetentionSettingError, StoreError
 
 
 def _port(text: str) -> int:
@@ -108,7 +112,50 @@ def add_parser(sub: Subcommands) -> None:
         help="with --broker --no-processor: the consumer group of the 'llmpulse process' workers whose "
         "lag holds ingest back (default llmpulse-processor; env CONSUMER_GROUP)",
     )
+    _add_retention_flags(parser)
     parser.set_defaults(func=run, parser=parser)
+
+
+#: Retention flags: (flag, `RetentionPolicy` field, argparse type, metavar, help).
+_RETENTION_FLAGS: Final = (
+    ("--retention-calls", "calls_days", non_negative_float, "DAYS",
+     "days call records are kept; 0 forever (default 30; env LLMPULSE_RETENTION_CALLS_DAYS)"),
+    ("--retention-minutes", "minutes_days", non_negative_float, "DAYS",
+     "days minute windows are kept (default 14; env LLMPULSE_RETENTION_MINUTES_DAYS)"),
+    ("--retention-hours", "hours_days", non_negative_float, "DAYS",
+     "days hourly rollups are kept (default 396; env LLMPULSE_RETENTION_HOURS_DAYS)"),
+    ("--retention-days", "days_days", non_negative_float, "DAYS",
+     "days daily rollups are kept; 0 forever (default 0; env LLMPULSE_RETENTION_DAYS_DAYS)"),
+    ("--retention-log", "log_s", non_negative_float, "SECONDS",
+     "seconds consumed event log records are kept (default 3600; env LLMPULSE_RETENTION_LOG_S)"),
+    ("--prune-interval", "interval_s", non_negative_float, "SECONDS",
+     "seconds between prunes; 0: this server prunes nothing (default 60; env LLMPULSE_PRUNE_INTERVAL_S)"),
+    ("--prune-batch", "batch_rows", positive_int, "ROWS",
+     "most rows one prune transaction deletes (default 1000; env LLMPULSE_PRUNE_BATCH_ROWS)"),
+)  # fmt: skip
+
+
+def _add_retention_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("retention")
+    for flag, field, kind, metavar, text in _RETENTION_FLAGS:
+        group.add_argument(flag, dest=f"retention_{field}", type=kind, metavar=metavar, help=text)
+
+
+def _with_retention_flags(settings: ServerSettings, args: argparse.Namespace) -> ServerSettings:
+    """`settings` with the retention flags given; a bad combination raises `ValueError` naming the flag."""
+    given: dict[str, Any] = {}
+    for _, field, *_ in _RETENTION_FLAGS:
+        value = getattr(args, f"retention_{field}", None)
+        if value is not None:
+            given[field] = value
+    if not given:
+        return settings
+    try:
+        retention = dataclasses.replace(settings.retention, **given)
+    except RetentionSettingError as exc:
+        flags = [flag for flag, field, *_ in _RETENTION_FLAGS if field in exc.fields and field in given]
+        raise ValueError(f"{', '.join(flags)}: {exc}" if flags else str(exc)) from exc
+    return dataclasses.replace(settings, retention=retention)
 
 
 #: URL schemes the store accepts.
@@ -151,6 +198,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
     if args.max_event_age is not None:
         limits = dataclasses.replace(settings.limits, max_past_s=args.max_event_age)
         settings = dataclasses.replace(settings, limits=limits)
+    settings = _with_retention_flags(settings, args)
     check_urls(settings)
     return settings
 

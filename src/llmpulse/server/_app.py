@@ -2,11 +2,12 @@
 
 The lifespan enters each resource into one `AsyncExitStack` (Phoenix's `create_app` pattern): it opens
 the event log and the store (unless the caller passed them in, in which case the caller owns and closes
-them), starts the processor runner in embedded mode, and in demo mode a task that posts live traffic
-to the server itself. On shutdown, after the HTTP server has finished every in-flight request, it
-unwinds in reverse: the demo task stops, the runner commits (or, in Kafka mode without the processor,
-the thread measuring the workers' lag for admission stops) a final checkpoint and stops, the store
-closes, and the log finishes any appends still queued and closes. Every acknowledged event is
+them), starts the retention pruner (unless ``retention.interval_s`` is 0), the processor runner in
+embedded mode, and in demo mode a task that posts live traffic to the server itself. On shutdown,
+after the HTTP server has finished every in-flight request, it unwinds in reverse: the demo task
+stops, the runner commits (or, in Kafka mode without the processor, the thread measuring the workers'
+lag for admission stops) a final checkpoint and stops, the pruner stops after the delete batch under
+way, the store closes, and the log finishes any appends still queued and closes. Every acknowledged event is
 therefore in the log when the process exits.
 
 Dependencies live in ``app.state.llmpulse`` (a `ServerState`), never in module globals.
@@ -47,7 +48,7 @@ from llmpulse.server._otlp import router as otlp_router
 from llmpulse.server._query import router as query_router
 from llmpulse.server._settings import ServerSettings
 from llmpulse.server._state import ServerState
-from llmpulse.store import Store
+from llmpulse.store import RetentionPruner, Store
 
 _log = logging.getLogger("llmpulse.server")
 
@@ -172,7 +173,10 @@ def _open_log(settings: ServerSettings) -> EventLog:
         )
         return KafkaEventLog(config)
     return SQLiteEventLog(
-        settings.resolved_log_url, sync=settings.log_sync, max_pending_events=settings.max_pending_events
+        settings.resolved_log_url,
+        sync=settings.log_sync,
+        max_pending_events=settings.max_pending_events,
+        retention_s=settings.retention.log_s,
     )
 
 
@@ -194,6 +198,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             await state.gate.open(state.store)
             keys_task = asyncio.create_task(state.gate.maintain(), name="llmpulse-api-keys")
             stack.push_async_callback(_cancel, keys_task)
+        if settings.retention.interval_s > 0:  # any serve node may prune: deletes are idempotent
+            pruner = RetentionPruner(state.store, settings.retention)
+            pruner.start()
+            stack.push_async_callback(_in_thread, pruner.stop)
+            state.pruner = pruner
         if settings.run_processor:
             runner = ProcessorRunner(
                 state.log,
@@ -225,6 +234,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             _log.info("llmpulse server shutting down")
             state.runner = None
             state.group_lag = None
+            state.pruner = None
     state.log, state.store, state.demo_url = given_log, given_store, None
 
 

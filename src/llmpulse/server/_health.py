@@ -13,6 +13,12 @@ topics by other clients). ``processor.lag_records`` is, per partition, the end o
 processor's committed offset. In Kafka mode without the processor, ``workers`` has the consumer
 group's ``lag_events`` (end offsets minus the offsets its workers committed to the store; null while
 unknown), the figure ingest's admission uses.
+
+``retention`` shows what is kept: ``policy`` (the `RetentionPolicy` fields), ``kept_days`` per table
+(null: forever), ``log_kept_s`` (the embedded log's consumed records; null in Kafka mode, where
+``log_kept_by`` names the topics' ``retention.ms``), and ``pruner``: this server's pruner (null when
+``interval_s`` is 0) with its runs, failures, rows deleted per table since start and the ``last``
+prune: when (``at``), its ``cutoffs``, rows ``deleted`` and the ``oldest_kept`` per table.
 """
 
 from __future__ import annotations
@@ -65,6 +71,21 @@ def _counters(state: ServerState) -> dict[str, Any]:
         return {"error": f"{type(exc).__name__}: {exc}"}
 
 
+def _retention(state: ServerState) -> dict[str, Any]:
+    policy = state.settings.retention
+    kafka = bool(state.settings.broker_url)
+    tables = ("calls", "windows", "rollups_hour", "rollups_day")
+    info: dict[str, Any] = {
+        "policy": policy.as_dict(),
+        "kept_days": {t: None if (s := policy.retention_s(t)) is None else s / 86400 for t in tables},
+        "log_kept_s": None if kafka else policy.log_s,
+    }
+    if kafka:
+        info["log_kept_by"] = "the Kafka topics' retention.ms (the broker deletes old records)"
+    info["pruner"] = state.pruner.stats() if state.pruner is not None else None
+    return info
+
+
 def collect(state: ServerState) -> tuple[bool, dict[str, Any]]:
     """(healthy, body) of ``/health``. Blocks briefly (reads the log and the store)."""
     runner = state.runner
@@ -86,6 +107,7 @@ def collect(state: ServerState) -> tuple[bool, dict[str, Any]]:
         "log": _log_info(state),
         "processor": processor,
         "counters": _counters(state),
+        "retention": _retention(state),
     }
     if state.group_lag is not None:
         body["workers"] = {

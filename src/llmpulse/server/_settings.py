@@ -1,7 +1,8 @@
 """Server settings: one frozen, validated object built at the edge (CLI or caller).
 
 Environment variables are fallbacks, read only by `ServerSettings.from_env`; their names are the
-constants below and are documented in docs/configuration.md.
+constants below and are documented in docs/configuration.md. Retention settings are a
+`RetentionPolicy` with its own table of variables (``LLMPULSE_RETENTION_*``, ``LLMPULSE_PRUNE_*``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any, Final
 from llmpulse.events import DEFAULT_ROUTE, DEFAULT_TENANT, Limits
 from llmpulse.events._limits import MAX_NAME_LEN
 from llmpulse.server._limits import RequestLimits
+from llmpulse.store import RetentionPolicy
 
 ENV_HTTP_PORT: Final = "HTTP_PORT"
 ENV_HOST: Final = "LLMPULSE_HOST"
@@ -94,6 +96,8 @@ class ServerSettings:
             checks whether keys were created while none was configured (docs/security.md).
         metrics_public: serve ``/metrics`` without a key even when keys are configured.
         insecure: let ``llmpulse serve`` listen beyond loopback although no API key is configured.
+        retention: how long call records, windows, rollups and consumed log records are kept, and
+            how often this server prunes (`RetentionPolicy`; docs/embedded.md#retention).
     """
 
     host: str = "127.0.0.1"
@@ -121,6 +125,7 @@ class ServerSettings:
     key_cache_s: float = 5.0
     metrics_public: bool = False
     insecure: bool = False
+    retention: RetentionPolicy = field(default_factory=RetentionPolicy)
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -207,6 +212,8 @@ class ServerSettings:
         for var, name in ((ENV_METRICS_PUBLIC, "metrics_public"), (ENV_INSECURE, "insecure")):
             if env.get(var):
                 values[name] = _flag(env, var)
+        if overrides.get("retention") is None:
+            values["retention"] = RetentionPolicy.from_env(env)
         request_limits = RequestLimits.env_overrides(env)
         if request_limits:
             values["request_limits"] = RequestLimits(**request_limits)

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from llmpulse.server._auth import Gate
     from llmpulse.server._lag import GroupLag
     from llmpulse.server._metrics import ServerMetrics
-    from llmpulse.store import Store
+    from llmpulse.store import RetentionPruner, Store
 
 
 @dataclass(slots=True)
@@ -54,7 +54,8 @@ class ServerState:
 
     `log` and `store` are set before requests are served (at startup, or by the caller); `runner` is
     None unless the processor runs in this process; `group_lag` measures the ``llmpulse process``
-    workers' lag in Kafka mode without it. `otlp` counts what the OTLP receiver saw.
+    workers' lag in Kafka mode without it; `pruner` deletes expired records (None when this server
+    prunes nothing). `otlp` counts what the OTLP receiver saw.
     """
 
     settings: ServerSettings
@@ -62,6 +63,7 @@ class ServerState:
     store: Store | None = None
     runner: ProcessorRunner | None = None
     group_lag: GroupLag | None = None
+    pruner: RetentionPruner | None = None
     started_at: float = field(default_factory=time.time)
     demo_url: str | None = None
     otlp: OTLPCounters = field(default_factory=OTLPCounters)

@@ -46,11 +46,13 @@ DAY_S: Final = 86400.0
 
 
 class RetentionSettingError(ValueError):
-    """A retention setting is invalid; `field` names it (and the message starts with its name)."""
+    """A retention setting is invalid; `field` names it (and the message starts with its name), and
+    `fields` every setting involved (two of them when their order is wrong)."""
 
-    def __init__(self, field: str, message: str) -> None:
+    def __init__(self, field: str, message: str, *, also: str | None = None) -> None:
         super().__init__(f"{field} {message}")
         self.field = field
+        self.fields: tuple[str, ...] = (field,) if also is None else (field, also)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +126,7 @@ class RetentionPolicy:
                     finer,
                     f"({_days(getattr(self, finer))}) must not exceed {coarser} "
                     f"({_days(getattr(self, coarser))}): finer aggregates may not outlive coarser ones",
+                    also=coarser,
                 )
         if not _finite(self.log_s) or self.log_s < 0:
             raise RetentionSettingError("log_s", f"must be a number of seconds >= 0, got {self.log_s!r}")
@@ -145,8 +148,9 @@ class RetentionPolicy:
         """A policy from the environment variables of `SETTINGS`, then `overrides` (None ignored).
 
         Raises:
-            ValueError: a variable that does not parse, or a value out of range; the message names
-                the variable when the value came from one (a `RetentionSettingError` otherwise).
+            ValueError: a variable that does not parse, or a value out of range; the message starts
+                with the variables involved when a value came from one (else it is the
+                `RetentionSettingError`, naming the field).
         """
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
@@ -166,8 +170,9 @@ class RetentionPolicy:
         try:
             return cls(**values)
         except RetentionSettingError as exc:
-            if exc.field in source and exc.field not in given:
-                raise ValueError(f"{source[exc.field]}: {exc}") from exc
+            named = [source[f] for f in exc.fields if f in source and f not in given]
+            if named:
+                raise ValueError(f"{', '.join(named)}: {exc}") from exc
             raise
 
     def retention_s(self, table: str) -> float | None:
