@@ -7,16 +7,14 @@ last ``minutes`` before ``to`` (default: the last 60 minutes before now). The ra
 400 days (long ranges read hourly and daily rollups); ``limit`` parameters are bounded. A value out
 of its bounds is answered 400 naming the parameter; a value that is not even of the right type
 (``minutes=abc``, a timestamp without an offset) 422, as in the rest of the query API; an
-unavailable store or log 503.
+unavailable store 503.
 
-Store and log reads block, so they run on a worker thread.
+Store reads block, so they run on a worker thread.
 """
 
 from __future__ import annotations
 
 import math
-import sqlite3
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Final, Literal, TypeVar
@@ -26,12 +24,10 @@ from fastapi import APIRouter, Query
 from starlette.requests import Request
 from starlette.responses import Response
 
-from llmpulse.pipeline import PipelineError, SQLiteEventLog
-from llmpulse.pricing import Pricer
 from llmpulse.server._auth import scoped_tenant_or_all
 from llmpulse.server._errors import JSON, ApiError, json_response
 from llmpulse.server._query import parse_time
-from llmpulse.server._recent import CallFilter, TailLog, recent_calls, recent_calls_kafka
+from llmpulse.server._recent import recent_calls
 from llmpulse.server._state import server_state
 from llmpulse.store import (
     WINDOW_SECONDS,
@@ -80,11 +76,7 @@ _ERROR_DOC: Final[dict[int | str, dict[str, Any]]] = {
         "content": {JSON: {"example": {"error": "query parameter `minutes` must be 1 … 1440, got 5000"}}},
     },
     422: {"description": "A parameter is malformed (not a number, a timestamp without an offset)"},
-    503: {"description": "The store (or the event log) is unavailable"},
-}
-_RECENT_DOC: Final[dict[int | str, dict[str, Any]]] = {
-    **_ERROR_DOC,
-    501: {"description": "The event log is neither the embedded SQLite log nor a Kafka log"},
+    503: {"description": "The store is unavailable"},
 }
 
 TenantParam = Annotated[
@@ -171,8 +163,6 @@ async def _blocking(fn: Callable[[], _T]) -> _T:
         return await to_thread.run_sync(fn)
     except StoreError as exc:
         raise ApiError(503, f"the store is unavailable: {exc}", headers={"Retry-After": "1"}) from None
-    except (PipelineError, sqlite3.Error) as exc:
-        raise ApiError(503, f"the event log is unavailable: {exc}", headers={"Retry-After": "1"}) from None
 
 
 def _scope(
@@ -325,8 +315,8 @@ async def get_dimensions(
 
 @router.get(
     "/v1/calls/recent",
-    summary="The most recent calls of a scope with their status (from the event log's tail: SQLite or Kafka)",
-    responses=_RECENT_DOC,
+    summary="The most recent calls of a scope with their status (from the call records)",
+    responses=_ERROR_DOC,
 )
 async def get_recent_calls(
     request: Request,
@@ -344,54 +334,26 @@ async def get_recent_calls(
         ),
     ] = None,
 ) -> Response:
-    """The newest calls whose timestamp is in the range, newest first: ``{"calls": [...], "count",
-    "scanned_events"}``.
+    """The newest calls whose start is in the range, newest first: ``{"calls": [...], "count"}``.
 
-    Read from the newest 20 000 events of the event log (not the store, which keeps windows): a
-    request is shown with its response's status, or ``pending``/``timeout`` without one. Each call:
-    ``request_id, tenant_id, route, model, timestamp, status, latency_ms, ttft_ms, input_tokens,
-    output_tokens, cost_usd, error``.
-
-    With a Kafka event log (scale-out mode) the 20 000 are split evenly over the partitions of
-    ``llm.requests``, ``llm.responses`` and ``llm.calls``: the newest records of each partition are
-    read (by a reader of this server's own, committing nothing, for at most 5 s), a response is
-    joined when it is among the newest of its partition, and the calls with the newest timestamps
-    win; see `llmpulse.server._recent`. 501 for any other event log.
+    Read from the store's call records (the same as ``/v1/calls``), with a SQLite or a Kafka event
+    log alike: a call shows once the processor has counted it (a request without its response once
+    it timed out). Each call: ``request_id, tenant_id, route, model, timestamp, status`` (``ok |
+    error | timeout | cancelled``), ``latency_ms, ttft_ms, input_tokens, output_tokens, cost_usd,
+    error``; see `llmpulse.server._recent`.
     """
     n = _bounded("limit", limit, DEFAULT_RECENT_LIMIT, 1, MAX_RECENT_LIMIT)
     scope = _scope(request, tenant_id, route, model, from_, to, minutes)
-    state = server_state(request)
-    log = state.require_log()
-    pricer = _pricer(request)
-    flt = CallFilter(scope.tenant_id, scope.route, scope.model, scope.start, scope.end)
-    timeout_s = state.settings.orphan_timeout_s
-    if isinstance(log, SQLiteEventLog):
-        sqlite_log = log
-        calls, scanned = await _blocking(
-            lambda: recent_calls(
-                sqlite_log, flt, limit=n, pricer=pricer, now=time.time(), timeout_s=timeout_s
-            )
+    store = server_state(request).require_store()
+    calls = await _blocking(
+        lambda: recent_calls(
+            store,
+            tenant_id=scope.tenant_id,
+            route=scope.route,
+            model=scope.model,
+            start=scope.start,
+            end=scope.end,
+            limit=n,
         )
-    elif isinstance(log, TailLog):
-        tail_log = log
-        calls, scanned = await _blocking(
-            lambda: recent_calls_kafka(
-                tail_log, flt, limit=n, pricer=pricer, now=time.time(), timeout_s=timeout_s
-            )
-        )
-    else:
-        raise ApiError(
-            501,
-            "recent calls are read from the embedded SQLite event log or the Kafka topics; this "
-            f"server's event log ({type(log).__name__}) serves neither",
-        )
-    return json_response({**_head(scope), "calls": calls, "count": len(calls), "scanned_events": scanned})
-
-
-def _pricer(request: Request) -> Pricer:
-    """The app's pricer for recent calls (kept in app state: it caches each model's price)."""
-    state = request.app.state
-    pricer: Pricer | None = getattr(state, "dashboard_pricer", None)
-    if pricer is None:
-        pricer = state.dashboard_pricer = Pricer()
-    return pricer
+    )
+    return json_response({**_head(scope), "calls": calls, "count": len(calls)})
