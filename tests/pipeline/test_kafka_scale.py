@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from llmpulse.events import Event
 from llmpulse.pipeline import ProcessorConfig, ProcessorRunner, SQLiteEventLog
 from llmpulse.store import Store, metrics_row
-from llmpulse.store._tables import processor_offsets
+from llmpulse.store._tables import calls, processor_offsets, rollups_day, windows
 from llmpulse.testing.traffic import iter_batches
 from tests.kafka_broker import TansuBroker
 from tests.oracle import Expected, expected_windows
@@ -66,6 +66,33 @@ def _rows(db: str, tenants: set[str]) -> Rows:
     return {(r["tenant_id"], r["route"], r["model"], r["window_start"]): r for r in rows}
 
 
+def _records(db: str) -> dict[tuple[str, str], tuple[Any, ...]]:
+    """Every call record by (tenant, request id), without ``updated_at`` (the processor's clock)."""
+    with Store.open(db) as store, store.engine.connect() as conn:
+        rows = conn.execute(sa.select(*(c for c in calls.c if c.name != "updated_at"))).all()
+    return {(r.tenant_id, r.request_id): tuple(r) for r in rows}
+
+
+def _day_totals(db: str) -> dict[tuple[str, str, str], tuple[int, ...]]:
+    """Per (tenant, route, model): requests, errors, prompt and completion tokens of the daily
+    rollups and of the minute windows, side by side."""
+    out: dict[tuple[str, str, str], tuple[int, ...]] = {}
+    with Store.open(db) as store, store.engine.connect() as conn:
+        for table in (windows, rollups_day):
+            query = sa.select(
+                table.c.tenant_id,
+                table.c.route,
+                table.c.model,
+                sa.func.sum(table.c.requests),
+                sa.func.sum(table.c.errors),
+                sa.func.sum(table.c.prompt_tokens),
+                sa.func.sum(table.c.completion_tokens),
+            ).group_by(table.c.tenant_id, table.c.route, table.c.model)
+            for t, r, m, *sums in conn.execute(query):
+                out[(t, r, m)] = out.get((t, r, m), ()) + tuple(int(x) for x in sums)
+    return out
+
+
 def _differences(got: Rows, want: Rows, *, fields: set[str] | None = None) -> list[tuple[Any, ...]]:
     """(window key, field, got, want) wherever `got` differs from `want` (in `fields`, default all):
     exactly, except the float sums (within 1e-9 relative)."""
@@ -99,7 +126,7 @@ def _late_figures(rows: Rows, cut: float) -> dict[str, int]:
     }
 
 
-def _embedded_rows(tmp_path: Path, events: list[Event], expected: Expected) -> Rows:
+def _embedded_rows(tmp_path: Path, events: list[Event], expected: Expected) -> tuple[Rows, str]:
     """The events through the embedded mode (SQLite log, one in-process processor, SQLite store)."""
     log = SQLiteEventLog(f"sqlite:///{tmp_path / 'log.db'}", sync="NORMAL")
     db = f"sqlite:///{tmp_path / 'embedded.db'}"
@@ -121,7 +148,7 @@ def _embedded_rows(tmp_path: Path, events: list[Event], expected: Expected) -> R
             assert runner.stats()["failures"] == 0, runner.stats()
     finally:
         log.close()
-    return _rows(db, {k.tenant_id for k in expected.windows})
+    return _rows(db, {k.tenant_id for k in expected.windows}), db
 
 
 @dataclass
@@ -131,6 +158,8 @@ class ThreeModes:
     events: list[Event]
     expected: Expected
     rows: dict[str, Rows]
+    records: dict[str, dict[tuple[str, str], tuple[Any, ...]]]
+    day_totals: dict[str, dict[tuple[str, str, str], tuple[int, ...]]]
 
     @property
     def late_cut(self) -> float:
@@ -150,7 +179,10 @@ def three_modes(tmp_path_factory: pytest.TempPathFactory) -> ThreeModes:
     assert expected.orphan_responses
     assert expected.unanswered_requests
     tenants = {k.tenant_id for k in expected.windows}
-    rows = {"embedded": _embedded_rows(tmp_path, events, expected)}
+    embedded, embedded_db = _embedded_rows(tmp_path, events, expected)
+    rows = {"embedded": embedded}
+    records = {"embedded": _records(embedded_db)}
+    day_totals = {"embedded": _day_totals(embedded_db)}
     with TansuBroker() as tansu, pg_databases() as new_db:
         _produce(tansu, events)
         for n in (1, 3):
@@ -159,8 +191,11 @@ def three_modes(tmp_path_factory: pytest.TempPathFactory) -> ThreeModes:
                 _wait_for_oracle(db, expected, workers, timeout=120)
                 assert [w.terminate() for w in workers] == [0] * n, [w.output()[-2000:] for w in workers]
             _check_final(db, expected)
-            rows[f"{n} worker{'s' if n > 1 else ''}"] = _rows(db, tenants)
-    return ThreeModes(events, expected, rows)
+            name = f"{n} worker{'s' if n > 1 else ''}"
+            rows[name] = _rows(db, tenants)
+            records[name] = _records(db)
+            day_totals[name] = _day_totals(db)
+    return ThreeModes(events, expected, rows, records, day_totals)
 
 
 @pytest.mark.slow
@@ -176,6 +211,25 @@ def test_embedded_one_worker_and_three_workers_give_identical_metrics_rows_for_1
     for name, other in rows.items():
         diffs = _differences(other, reference, fields=fields)
         assert not diffs, f"{name} differs from embedded in {len(diffs)} fields: {diffs[:10]}"
+
+
+@pytest.mark.slow
+def test_every_mode_writes_the_same_call_records_and_rollups(three_modes: ThreeModes) -> None:
+    """One record per counted call, field for field the same in every mode (the processor's clock
+    aside); the daily rollups hold what the minute windows hold, in every mode."""
+    reference = three_modes.records["embedded"]
+    expected_calls = sum(w.requests for w in three_modes.expected.windows.values())
+    assert len(reference) == expected_calls
+    for name, other in three_modes.records.items():
+        assert set(other) == set(reference), name
+        diffs = [k for k in reference if other[k] != reference[k]]
+        assert not diffs, (
+            f"{name}: {len(diffs)} records differ, e.g. {[(reference[k], other[k]) for k in diffs[:2]]}"
+        )
+    for name, totals in three_modes.day_totals.items():
+        halves = {k: (v[:4], v[4:]) for k, v in totals.items()}
+        assert all(minutes == days for minutes, days in halves.values()), name
+        assert totals == three_modes.day_totals["embedded"], name
 
 
 @pytest.mark.slow
