@@ -1,4 +1,4 @@
-"""An independent, brute-force oracle for the processor's windows.
+"""An independent, brute-force oracle for the processor's windows and call records.
 
 It shares no code with `llmpulse.pipeline._processor` or `llmpulse.pricing`: it keeps every event,
 deduplicates by (request_id, kind) with the first copy winning, joins with plain dicts after the fact,
@@ -9,6 +9,7 @@ and keeps exact latency lists so percentiles can be checked by nearest rank.
 from __future__ import annotations
 
 import calendar
+import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -250,3 +251,165 @@ def assert_matches(actual: Mapping[WindowKey, WindowDelta], expected: Expected) 
                 else:
                     assert approx is not None
                     assert abs(approx - exact) <= 0.01 * exact + 1e-3, (key, q, approx, exact)
+
+
+# -- call records --------------------------------------------------------------------------------------
+
+#: Attribution fields a StreamLens request may carry in its metadata (string values of at most 256
+#: characters count).
+_REQUEST_ATTRIBUTES = ("user_id", "org_id", "session_id", "feature", "endpoint", "environment")
+
+
+def _meta_attr(metadata: Mapping[str, object] | None, name: str) -> str | None:
+    value = (metadata or {}).get(name)
+    return value if isinstance(value, str) and 0 < len(value) <= 256 else None
+
+
+def _error(error: object) -> tuple[str | None, str | None]:
+    if error is None:
+        return None, None
+    if isinstance(error, str):
+        return None, error
+    if isinstance(error, dict):
+        kind = error.get("type")
+        if kind is None:
+            kind = error.get("code")
+        message = error.get("message")
+        if not isinstance(message, str):
+            message = json.dumps(error, separators=(",", ":"), ensure_ascii=False)
+        return (None if kind is None else str(kind)), message
+    return None, str(error)
+
+
+def expected_calls(
+    events: Iterable[Event], *, unanswered_are_timeouts: bool
+) -> dict[tuple[str, str], dict[str, object]]:
+    """The call records `events` must produce, keyed by (tenant_id, request_id), whatever their order
+    and duplication. Each is a dict of the record's columns (``metadata`` as a dict or None; no
+    ``updated_at``).
+
+    Identity is per tenant: the first request or call event seen for a (tenant, request_id) claims
+    it, any later one is a duplicate. A response naming its tenant joins that tenant's request; one
+    naming none joins the request of its id (the first response of an id wins). A request without a
+    response is a ``timeout`` record (its prompt alone, priced alone) with `unanswered_are_timeouts`,
+    else no record; a response without a request, or whose id a call event claimed, makes none.
+    Calls without a request id are left out (their ids are generated). Raises `ValueError` for a
+    response naming no tenant whose id several tenants claimed (the processor's answer then
+    depends on arrival order).
+    """
+    claims: dict[tuple[str, str], Event] = {}
+    tenants_of: dict[str, set[str]] = {}
+    responses: list[LLMResponse] = []
+    for event in events:
+        if isinstance(event, LLMResponse):
+            responses.append(event)
+            continue
+        if event.request_id is None:
+            continue
+        key = (event.tenant_id, event.request_id)
+        if key not in claims:
+            claims[key] = event
+            tenants_of.setdefault(event.request_id, set()).add(event.tenant_id)
+    answers: dict[tuple[str, str], LLMResponse] = {}
+    for resp in responses:
+        if resp.tenant_id is not None:
+            key = (resp.tenant_id, resp.request_id)
+        else:
+            owners = tenants_of.get(resp.request_id, set())
+            if len(owners) > 1:
+                raise ValueError(
+                    f"response {resp.request_id!r} names no tenant and {sorted(owners)} use its id"
+                )
+            if not owners:
+                continue
+            key = (next(iter(owners)), resp.request_id)
+        answers.setdefault(key, resp)
+
+    out: dict[tuple[str, str], dict[str, object]] = {}
+    for key, event in claims.items():
+        if isinstance(event, LLMCall):
+            cost = event.cost
+            source = (event.cost_source or "estimate") if cost is not None else None
+            if cost is None:
+                cost = price(
+                    event.model,
+                    provider=event.provider,
+                    input_tokens=event.input_tokens,
+                    output_tokens=event.output_tokens,
+                    cached=event.cached_input_tokens,
+                    cache_write=event.cache_write_tokens,
+                    reasoning=event.reasoning_tokens,
+                    at=event.timestamp,
+                )
+                source = None if cost is None else "genai-prices"
+            error_type, error_message = _error(event.error)
+            failed = event.status == "error" or event.error is not None
+            out[key] = {
+                "tenant_id": event.tenant_id,
+                "request_id": key[1],
+                "started_at": event.timestamp.timestamp(),
+                "route": event.route,
+                "model": event.model,
+                "provider": event.provider,
+                "status": "error" if failed else (event.status or "ok"),
+                "error_type": error_type,
+                "error_message": error_message,
+                "latency_ms": event.latency_ms,
+                "ttft_ms": event.ttft_ms,
+                "input_tokens": event.input_tokens,
+                "output_tokens": event.output_tokens,
+                "cached_input_tokens": event.cached_input_tokens,
+                "cache_write_tokens": event.cache_write_tokens,
+                "reasoning_tokens": event.reasoning_tokens,
+                "cost_usd": cost,
+                "cost_source": source,
+                "user_id": event.user_id,
+                "user_id_hash": event.user_id_hash,
+                "org_id": event.org_id,
+                "session_id": event.session_id,
+                "feature": event.feature,
+                "endpoint": event.endpoint,
+                "environment": event.environment,
+                "trace_id": event.trace_id,
+                "span_id": event.span_id,
+                "metadata": event.metadata or None,
+            }
+            continue
+        assert isinstance(event, LLMRequest)
+        resp = answers.get(key)
+        if resp is None and not unanswered_are_timeouts:
+            continue
+        output = 0 if resp is None else resp.completion_tokens
+        cost = price(event.model, input_tokens=event.prompt_tokens, output_tokens=output, at=event.timestamp)
+        if resp is None:
+            status, (error_type, error_message) = "timeout", ("timeout", None)
+        else:
+            status = "ok" if resp.error is None else "error"
+            error_type, error_message = _error(resp.error)
+        meta = event.metadata
+        out[key] = {
+            "tenant_id": event.tenant_id,
+            "request_id": event.request_id,
+            "started_at": event.timestamp.timestamp(),
+            "route": event.route,
+            "model": event.model,
+            "provider": None,
+            "status": status,
+            "error_type": error_type,
+            "error_message": error_message,
+            "latency_ms": None if resp is None else resp.latency_ms,
+            "ttft_ms": None if resp is None else resp.ttft_ms,
+            "input_tokens": event.prompt_tokens,
+            "output_tokens": output,
+            "cached_input_tokens": 0,
+            "cache_write_tokens": 0,
+            "reasoning_tokens": 0,
+            "cost_usd": cost,
+            "cost_source": None if cost is None else "genai-prices",
+            **{name: _meta_attr(meta, name) for name in _REQUEST_ATTRIBUTES},
+            "user_id_hash": event.user_id_hash,
+            "trace_id": None,
+            "span_id": None,
+            "metadata": meta or None,
+        }
+    return out

@@ -195,7 +195,7 @@ def test_bad_cursors_and_arguments_are_value_errors_naming_them(store: Store) ->
         ({"min_cost_usd": -1.0}, "min_cost_usd"),
         ({"min_cost_usd": math.nan}, "min_cost_usd"),
         ({"start": datetime(2025, 1, 1)}, "start"),
-        ({"start": _at(T0), "end": _at(T0)}, "start"),
+        ({"start": _at(T0), "end": _at(T0 - 1)}, "start"),
     ):
         with pytest.raises(ValueError, match=name):
             CallFilter("t1", **kwargs)

@@ -12,8 +12,8 @@ holds exactly the calls of the minute windows `Store.summary` sums over the same
   sorts the calls of the range.
 * `iter_calls` reads every record of a filter oldest first, a page at a time by keyset (for export).
 * `costs` aggregates in SQL (GROUP BY) by one attribute or ``metadata.<key>``: the top `limit`
-  groups, everything beyond them as ``other``, and the ``total``; groups + other = total exactly for
-  every count. Its three statements read one snapshot (one transaction; REPEATABLE READ on Postgres).
+  groups and everything beyond them summed as ``other``, in one statement (one scan of the range,
+  one snapshot); the ``total`` is their sum, so groups + other = total exactly for every count.
 
 Request ids (and group keys) compare by code point on both dialects (``COLLATE "C"`` on Postgres),
 so the order, and a cursor, mean the same on SQLite and Postgres.
@@ -108,7 +108,8 @@ class CallFilter:
 
     Attributes:
         tenant_id: the tenant (None: every tenant).
-        start, end: records with ``start <= started_at < end`` (aware datetimes; None: unbounded).
+        start, end: records with ``start <= started_at < end`` (aware datetimes; None: unbounded;
+            equal bounds: an empty range).
             Use `minute_bounds` for the range that matches the minute windows of a ``[from, to)``.
         route, model, provider, org_id, session_id, feature, endpoint, environment, request_id:
             only records with exactly this value.
@@ -136,8 +137,8 @@ class CallFilter:
     def __post_init__(self) -> None:
         _aware(self.start, "start")
         _aware(self.end, "end")
-        if self.start is not None and self.end is not None and self.start >= self.end:
-            raise ValueError(f"start must be before end, got {self.start} and {self.end}")
+        if self.start is not None and self.end is not None and self.start > self.end:
+            raise ValueError(f"start must not be after end, got {self.start} and {self.end}")
         if self.status is not None and self.status not in CALL_STATUSES:
             raise ValueError(f"status must be one of {', '.join(CALL_STATUSES)}, got {self.status!r}")
         cost = self.min_cost_usd
@@ -175,14 +176,14 @@ def _user_key() -> Any:
     return sa.func.coalesce(calls.c.user_id, calls.c.user_id_hash)
 
 
-def _conditions(flt: CallFilter, *, tenant: bool = True) -> list[Any]:
+def _conditions(flt: CallFilter, *, tenant: bool = True, end: bool = True) -> list[Any]:
     c = calls.c
     found: list[Any] = []
     if tenant and flt.tenant_id is not None:
         found.append(c.tenant_id == flt.tenant_id)
     if flt.start is not None:
         found.append(c.started_at >= flt.start.timestamp())
-    if flt.end is not None:
+    if end and flt.end is not None:
         found.append(c.started_at < flt.end.timestamp())
     for name in MATCH_FIELDS:
         value = getattr(flt, name)
@@ -329,7 +330,9 @@ def calls_page(
         if [after.start, after.end] != _range_of(flt):
             raise ValueError("cursor belongs to another range: pass the `from` and `to` it was issued for")
     dialect = store.dialect
-    base = _conditions(flt, tenant=False)
+    # after a cursor, newest first, the cursor's started_at (inside the range) is the upper bound:
+    # SQLite bounds an index range by one condition a side, and would otherwise scan down from `end`
+    base = _conditions(flt, tenant=False, end=after is None or order != "time")
     found: list[dict[str, Any]] = []
     with store._reading("reading call records") as conn:
         tenants = [flt.tenant_id] if flt.tenant_id is not None else _tenants(conn)
@@ -430,6 +433,16 @@ def group_key(group_by: str, dialect: str) -> Any:
     raise ValueError(f"group_by must be one of {names} or metadata.<key>, got {group_by!r}")
 
 
+def check_group_by(group_by: str) -> str:
+    """`group_by` when `costs` accepts it (see `group_key`). Pure.
+
+    Raises:
+        ValueError: an unknown attribute or an invalid metadata key.
+    """
+    group_key(group_by, "sqlite")
+    return group_by
+
+
 def _aggregates(source: Any) -> list[Any]:
     """The figures of a set of calls (`source`: the calls table or a subquery of its columns)."""
     c = source.c
@@ -524,28 +537,45 @@ def costs(
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise ValueError(f"limit must be an integer >= 1, got {limit!r}")
     dialect = store.dialect
-    where = _conditions(flt)
-    # the key is computed once in an inner query, so GROUP BY names a column (Postgres would not
-    # match two copies of an expression holding a bound parameter)
+    # One statement, one scan of the range: the calls grouped by key, the groups ranked, and every
+    # group past `limit` summed into one more row. Each step is a subquery so that GROUP BY names a
+    # column (Postgres would not match two copies of an expression holding a bound parameter).
     needed = [calls.c[name] for name in ("status", *_TOKEN_SUMS, "cost_usd", "started_at")]
-    keyed = sa.select(group_key(group_by, dialect).label("key"), *needed).where(*where).subquery("keyed")
+    key = group_key(group_by, dialect).label("key")
+    keyed = sa.select(key, *needed).where(*_conditions(flt)).subquery("keyed")
     grouped = sa.select(keyed.c.key, *_aggregates(keyed)).group_by(keyed.c.key).subquery("grouped")
-    ordering = _group_order(order, grouped, dialect)
-    top_query = sa.select(grouped).order_by(*ordering).limit(limit)
-    rest = sa.select(grouped).order_by(*ordering).offset(limit).subquery("rest")
-    other_query = sa.select(*_sum_groups(rest))
-    total_query = sa.select(*_aggregates(calls)).where(*where)
+    rank = sa.func.row_number().over(order_by=_group_order(order, grouped, dialect))
+    ranked = sa.select(grouped, rank.label("rank")).subquery("ranked")
+    slot = sa.case((ranked.c.rank <= limit, ranked.c.rank), else_=limit + 1)
+    slotted = sa.select(ranked, slot.label("slot")).subquery("slotted")
+    query = (
+        sa.select(slotted.c.slot, sa.func.min(slotted.c.key).label("key"), *_sum_groups(slotted))
+        .group_by(slotted.c.slot)
+        .order_by(slotted.c.slot)
+    )
     with store._reading("summing call costs") as conn:
-        if dialect == "postgresql":
-            conn.execution_options(isolation_level="REPEATABLE READ")
-        top = list(conn.execute(top_query).mappings())
-        other = conn.execute(other_query).mappings().one()
-        total = conn.execute(total_query).mappings().one()
-    total_cost = None if total["cost_usd"] is None else float(total["cost_usd"])
-    groups = [{"key": row["key"], **_figures(row, total_cost)} for row in top]
-    other_groups = int(other["groups"] or 0)
+        rows = list(conn.execute(query).mappings())
+    total = _total(rows)
+    total_cost = total["cost_usd"]
+    top = [row for row in rows if row["slot"] <= limit]
+    other = next((row for row in rows if row["slot"] > limit), None)
     return {
-        "groups": groups,
-        "other": {"groups": other_groups, **_figures(other, total_cost)} if other_groups else None,
-        "total": {"groups": len(groups) + other_groups, **_figures(total, total_cost)},
+        "groups": [{"key": row["key"], **_figures(row, total_cost)} for row in top],
+        "other": None if other is None else {"groups": int(other["groups"]), **_figures(other, total_cost)},
+        "total": {"groups": total["groups"], **_figures(total, total_cost)},
     }
+
+
+def _total(rows: list[Any]) -> dict[str, Any]:
+    """The figures of every group together, from the rows of `costs` (top groups and other)."""
+    out: dict[str, Any] = {
+        name: sum(int(row[name] or 0) for row in rows)
+        for name in ("groups", "requests", "errors", *_TOKEN_SUMS, "cost_unknown_requests")
+    }
+    known = [float(row["cost_usd"]) for row in rows if row["cost_usd"] is not None]
+    out["cost_usd"] = math.fsum(known) if known else None
+    firsts = [float(row["first_call_at"]) for row in rows if row["first_call_at"] is not None]
+    lasts = [float(row["last_call_at"]) for row in rows if row["last_call_at"] is not None]
+    out["first_call_at"] = min(firsts) if firsts else None
+    out["last_call_at"] = max(lasts) if lasts else None
+    return out
