@@ -13,7 +13,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from llmpulse.events import Limits, LLMRequest, LLMResponse
+from llmpulse.events import Limits, LLMCall, LLMRequest, LLMResponse
 from llmpulse.server import ServerSettings, create_app
 from llmpulse.server._run import banner
 from llmpulse.testing import encode_batch_json, generate_events
@@ -156,6 +156,9 @@ def test_demo_mode_posts_live_traffic_to_the_server_itself(tmp_path: Path) -> No
     assert {e.tenant_id for e in events if isinstance(e, LLMRequest)} <= {"tenant-1", "tenant-2", "tenant-3"}
     newest = max(e.timestamp for e in events)
     assert abs((datetime.now(UTC) - newest).total_seconds()) < 60
+    # attributed, so "who spent what" has something to show: calls name users, requests hash them
+    assert any(isinstance(e, LLMCall) and e.user_id for e in events)
+    assert any(isinstance(e, LLMRequest) and e.user_id_hash for e in events)
 
 
 def test_banner_names_the_url_and_the_demo_hint() -> None:

@@ -35,6 +35,10 @@ DEMO_PAIRS_PER_S: Final = 10.0
 DEMO_ERROR_RATE: Final = 0.03
 DEMO_TENANTS: Final = 3
 DEMO_ROUTES: Final = 4
+#: Users the demo attributes calls to (with orgs, features and environments), for "who spent what".
+DEMO_USERS: Final = 200
+#: Fraction of demo calls sent as one `llm.call` event (the SDK's form) rather than a pair.
+DEMO_CALL_RATE: Final = 0.3
 
 
 def demo_batch(tick: int, base_seed: int, now: datetime, pairs: int) -> bytes:
@@ -47,6 +51,8 @@ def demo_batch(tick: int, base_seed: int, now: datetime, pairs: int) -> bytes:
         start=now - timedelta(seconds=DEMO_TICK_S),
         duration_s=DEMO_TICK_S,
         error_rate=DEMO_ERROR_RATE,
+        call_rate=DEMO_CALL_RATE,
+        users=DEMO_USERS,
         seed=base_seed + tick,
     )
     return encode_batch_json(events)
