@@ -11,13 +11,45 @@
   const POLL_MS = 5000;
   const KEY_STORE = "llmpulse.apiKey";
   const THEME_STORE = "llmpulse.theme";
-  const RANGES = { 15: "last 15 minutes", 60: "last hour", 360: "last 6 hours", 1440: "last 24 hours" };
+  const RANGES = {
+    15: "last 15 minutes",
+    60: "last hour",
+    360: "last 6 hours",
+    1440: "last 24 hours",
+    10080: "last 7 days",
+    43200: "last 30 days",
+  };
+  const MAX_RANGE_MS = 400 * 86400 * 1000; // the server's longest range
   const CHART_HEIGHT = 220;
+  const STEP_NAMES = { 60: "minute", 3600: "hour", 86400: "day" };
+  // the spenders panel's groupings: /v1/costs' group_by → the key column's heading
+  const SPENDERS = { user_id: "User", org_id: "Organisation", feature: "Feature", environment: "Environment", route: "Route" };
+  // filters a spender row sets on the calls table (a route row sets the page's Route filter instead)
+  const ATTRS = ["user_id", "org_id", "feature", "environment"];
+  const SPENDERS_LIMIT = 10;
+  const CALLS_PAGE = 25;
 
   const $ = (selector) => document.querySelector(selector);
   const html = document.documentElement;
 
-  const state = { tenant: "", route: "", model: "", minutes: 60, top: "cost" };
+  const state = {
+    tenant: "",
+    route: "",
+    model: "",
+    minutes: 60, // a preset range; 0 with a custom one
+    from: "", // a custom range: datetime-local values, read as the browser's local time
+    to: "",
+    top: "cost",
+    spenders: "user_id",
+    order: "time",
+    attrs: {}, // user_id, org_id, feature, environment → value: filters of the calls table
+  };
+  // the calls table's pages: the cursor of each page shown so far (null: the first page)
+  let cursors = [null];
+  let callsShown = []; // the records of the page on screen (for the CSV)
+  let callsRendered = "";
+  const expanded = new Set(); // request ids whose whole record is shown
+  let keyTenant = ""; // with an API key: the key's tenant (from /v1/metrics/dimensions)
   let generation = 0; // bumped by every refresh; an answer to an older one is dropped
   let timer = null;
   let waitingForVisible = false;
@@ -41,6 +73,15 @@
   const compactFormat = new Intl.NumberFormat(undefined, { notation: "compact", maximumFractionDigits: 1 });
   const timeFormat = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" });
   const shortTime = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
+  const dateTime = new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+  const dateTimeSeconds = new Intl.DateTimeFormat(undefined, {
+    month: "short",
+    day: "numeric",
+    hour: "2-digit",
+    minute: "2-digit",
+    second: "2-digit",
+  });
+  const dayFormat = new Intl.DateTimeFormat(undefined, { year: "numeric", month: "short", day: "numeric" });
 
   const isNum = (v) => typeof v === "number" && Number.isFinite(v);
   const fmtCount = (v) => (isNum(v) ? countFormat.format(v) : "–");
@@ -76,10 +117,22 @@
     state.tenant = q.get("tenant") || "";
     state.route = q.get("route") || "";
     state.model = q.get("model") || "";
-    const minutes = Number(q.get("range"));
-    state.minutes = minutes in RANGES ? minutes : 60;
+    const range = q.get("range");
+    if (range === "custom" && validLocal(q.get("from")) && validLocal(q.get("to"))) {
+      state.minutes = 0;
+      state.from = q.get("from");
+      state.to = q.get("to");
+    } else {
+      const minutes = Number(range);
+      state.minutes = minutes in RANGES ? minutes : 60;
+    }
     const top = q.get("top");
     state.top = ["cost", "p95_latency", "requests", "errors"].includes(top) ? top : "cost";
+    const spenders = q.get("spenders");
+    state.spenders = spenders in SPENDERS ? spenders : "user_id";
+    state.order = q.get("order") === "cost" ? "cost" : "time";
+    state.attrs = {};
+    for (const name of ATTRS) if (q.get(name)) state.attrs[name] = q.get(name);
   }
 
   function writeUrl() {
@@ -87,14 +140,56 @@
     if (state.tenant) q.set("tenant", state.tenant);
     if (state.route) q.set("route", state.route);
     if (state.model) q.set("model", state.model);
-    if (state.minutes !== 60) q.set("range", String(state.minutes));
+    if (!state.minutes) {
+      q.set("range", "custom");
+      q.set("from", state.from);
+      q.set("to", state.to);
+    } else if (state.minutes !== 60) {
+      q.set("range", String(state.minutes));
+    }
     if (state.top !== "cost") q.set("top", state.top);
+    if (state.spenders !== "user_id") q.set("spenders", state.spenders);
+    if (state.order !== "time") q.set("order", state.order);
+    for (const name of ATTRS) if (state.attrs[name]) q.set(name, state.attrs[name]);
     const search = q.toString();
     history.replaceState(null, "", search ? `?${search}` : location.pathname);
   }
 
+  // a datetime-local value ("2025-11-19T09:30", seconds optional): read as the browser's local time
+  function validLocal(value) {
+    return typeof value === "string" && /^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?$/.test(value) && !Number.isNaN(new Date(value).getTime());
+  }
+
+  function toLocalInput(date) {
+    const pad = (n) => String(n).padStart(2, "0");
+    return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}T${pad(date.getHours())}:${pad(date.getMinutes())}`;
+  }
+
+  // a custom range's problem, or "" when it can be asked for
+  function customRangeProblem() {
+    if (state.minutes) return "";
+    if (!validLocal(state.from) || !validLocal(state.to)) return "Pick both a start and an end for the custom range.";
+    const span = new Date(state.to) - new Date(state.from);
+    if (span <= 0) return "The custom range must end after it starts.";
+    if (span > MAX_RANGE_MS) return "The custom range may span at most 400 days.";
+    return "";
+  }
+
+  // the range of the metrics endpoints: the last N minutes, or a custom from/to
+  function rangeParams() {
+    if (state.minutes) return { minutes: state.minutes };
+    return { from: new Date(state.from).toISOString(), to: new Date(state.to).toISOString() };
+  }
+
+  // the range of /v1/calls and /v1/costs, which take only from and to
+  function absoluteRange() {
+    if (!state.minutes) return rangeParams();
+    const to = new Date();
+    return { from: new Date(to.getTime() - state.minutes * 60000).toISOString(), to: to.toISOString() };
+  }
+
   function scopeParams(extra) {
-    const params = { minutes: state.minutes };
+    const params = rangeParams();
     if (state.tenant) params.tenant_id = state.tenant;
     if (state.route) params.route = state.route;
     if (state.model) params.model = state.model;
@@ -146,10 +241,19 @@
     clearTimeout(timer);
     waitingForVisible = false;
     const gen = ++generation;
+    const problem = customRangeProblem();
+    if (problem) {
+      $("#load-error").textContent = problem;
+      $("#load-error").hidden = false;
+      return; // asked again once the range is fixed
+    }
     const scope = scopeParams();
     try {
+      // spenders and calls need a tenant: the page's, or an API key's (known after the first answer)
+      let perTenant = state.tenant || keyTenant ? loadPerTenant() : null;
+      perTenant?.catch(() => {}); // a failure is reported through the other answers' failure
       const [dims, series, byModel, byRoute, recent] = await Promise.all([
-        api("/v1/metrics/dimensions", { tenant_id: state.tenant, minutes: state.minutes }),
+        api("/v1/metrics/dimensions", { tenant_id: state.tenant, ...rangeParams() }),
         api("/v1/metrics/timeseries", scope),
         api("/v1/metrics/breakdown", scopeParams({ by: "model", sort: state.top, limit: 10 })),
         api("/v1/metrics/breakdown", scopeParams({ by: "route", sort: state.top, limit: 10 })),
@@ -160,14 +264,21 @@
         }),
       ]);
       if (gen !== generation) return;
+      keyTenant = state.tenant ? keyTenant : dims.tenant_id || "";
+      if (!perTenant && keyTenant) perTenant = loadPerTenant();
+      const [spenders, calls] = perTenant ? await perTenant : [null, null];
+      if (gen !== generation) return;
       showDashboard();
       renderFilters(dims);
       renderScope(series);
       renderTotals(series.total);
-      renderCharts(series.series);
+      renderCharts(series.series, series.step_s);
       renderBreakdown("#by-model", "model", byModel.rows);
       renderBreakdown("#by-route", "route", byRoute.rows);
       renderRecent(recent.calls, recent.unavailable);
+      renderAttrFilters();
+      renderSpenders(spenders);
+      renderCalls(calls);
       $("#load-error").hidden = true;
       setLive(true, `Live · updated ${timeFormat.format(new Date())}`);
     } catch (error) {
@@ -189,6 +300,41 @@
       setLive(false, "Offline · retrying");
     }
     if (gen === generation) schedule();
+  }
+
+  // an answer, or {error} for an error that leaves the rest of the page standing
+  function soft(promise) {
+    return promise.catch((error) => {
+      if (error instanceof AuthError || (error instanceof HttpError && error.status === 403)) throw error;
+      return { error: error instanceof Error ? error.message : String(error) };
+    });
+  }
+
+  // /v1/costs for the spenders panel and /v1/calls for the calls table
+  function loadPerTenant() {
+    const range = absoluteRange();
+    const filters = { route: state.route, model: state.model, ...state.attrs };
+    // the panel leaves out the filter on what it groups by, so every group stays in view
+    const costFilters = { ...filters, [state.spenders]: "" };
+    const cursor = cursors[cursors.length - 1];
+    const costs = api("/v1/costs", {
+      tenant_id: state.tenant,
+      ...range,
+      ...costFilters,
+      group_by: state.spenders,
+      limit: SPENDERS_LIMIT,
+    });
+    // a cursor holds the range of the first page it follows: later pages keep it
+    const callsRange = cursor ? {} : range;
+    const calls = api("/v1/calls", {
+      tenant_id: state.tenant,
+      ...callsRange,
+      ...filters,
+      order: state.order,
+      limit: CALLS_PAGE,
+      cursor,
+    });
+    return Promise.all([soft(costs), soft(calls)]);
   }
 
   function schedule() {
@@ -296,9 +442,13 @@
       series.route ? `route ${series.route}` : "all routes",
       series.model ? `model ${series.model}` : "all models",
     ];
-    const from = shortTime.format(new Date(series.from));
-    const to = shortTime.format(new Date(series.to));
-    $("#scope").textContent = `${parts.join(" · ")} — ${RANGES[state.minutes]} (${from}–${to})`;
+    const start = new Date(series.from);
+    const end = new Date(series.to);
+    const long = end - start > 86400000 || start.toDateString() !== new Date().toDateString();
+    const format = long ? dateTime : shortTime;
+    const span = `${format.format(start)}–${format.format(end)}`;
+    const label = state.minutes ? `${RANGES[state.minutes]} (${span})` : span;
+    $("#scope").textContent = `${parts.join(" · ")} — ${label}`;
   }
 
   const KPI_FORMATS = {
@@ -382,6 +532,300 @@
     );
   }
 
+  // ---------------------------------------------------------------- spenders and calls
+
+  function renderAttrFilters() {
+    const box = $("#attr-filters");
+    const names = ATTRS.filter((name) => state.attrs[name]);
+    box.hidden = !names.length;
+    if (!names.length) {
+      box.replaceChildren();
+      return;
+    }
+    const label = document.createElement("span");
+    label.textContent = "Spenders and calls of";
+    box.replaceChildren(
+      label,
+      ...names.map((name) => {
+        const chip = document.createElement("button");
+        chip.type = "button";
+        chip.className = "chip";
+        chip.dataset.attr = name;
+        chip.title = "Remove this filter";
+        chip.textContent = `${SPENDERS[name].toLowerCase()} ${state.attrs[name]} ×`;
+        chip.addEventListener("click", () => {
+          delete state.attrs[name];
+          filtersChanged();
+        });
+        return chip;
+      }),
+    );
+  }
+
+  function showPerTenant(shown) {
+    for (const id of ["spenders", "calls"]) {
+      $(`#${id}-hint`).hidden = shown;
+      $(`#${id}-table`).hidden = !shown;
+    }
+    $("#calls .pager").hidden = !shown;
+    $("#calls-csv").disabled = !shown || !callsShown.length;
+  }
+
+  function panelError(id, answer) {
+    const error = $(`#${id}-error`);
+    const failed = Boolean(answer && answer.error);
+    error.hidden = !failed;
+    error.textContent = failed ? `Could not load: ${answer.error}` : "";
+    return failed;
+  }
+
+  function spenderSelected(key) {
+    return state.spenders === "route" ? state.route === key : state.attrs[state.spenders] === key;
+  }
+
+  function spenderRow(row, other) {
+    const tr = document.createElement("tr");
+    const named = !other && row.key !== null;
+    if (other) {
+      tr.className = "other";
+      tr.dataset.other = "true";
+    } else {
+      tr.dataset.key = row.key === null ? "" : row.key;
+    }
+    tr.dataset.cost = isNum(row.cost_usd) ? String(row.cost_usd) : "";
+    tr.dataset.share = isNum(row.cost_share) ? String(row.cost_share) : "";
+    tr.dataset.requests = String(row.requests);
+    tr.dataset.errors = String(row.errors);
+    const keyCell = cell(tr, "", "name key");
+    if (named) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "linkish";
+      button.textContent = row.key;
+      button.title = `Show only the calls of ${SPENDERS[state.spenders].toLowerCase()} ${row.key}`;
+      const selected = spenderSelected(row.key);
+      button.setAttribute("aria-pressed", String(selected));
+      tr.classList.toggle("selected", selected);
+      tr.classList.add("clickable");
+      keyCell.appendChild(button);
+    } else {
+      keyCell.textContent = other ? `Other (${fmtCount(row.groups)} more)` : "(none)";
+      keyCell.classList.add("muted");
+      if (!other) keyCell.title = `calls without a ${SPENDERS[state.spenders].toLowerCase()}`;
+    }
+    const cost = cell(tr, fmtUsd(row.cost_usd), "num cost");
+    if (row.cost_unknown_requests) cost.title = `${fmtCount(row.cost_unknown_requests)} calls of unknown price`;
+    const share = cell(tr, "", "share");
+    const bar = document.createElement("span");
+    bar.className = "bar";
+    const fill = document.createElement("span");
+    fill.style.width = `${isNum(row.cost_share) ? Math.max(0, Math.min(1, row.cost_share)) * 100 : 0}%`;
+    bar.appendChild(fill);
+    const pct = document.createElement("span");
+    pct.className = "pct";
+    pct.textContent = fmtPercent(row.cost_share);
+    share.append(bar, pct);
+    cell(tr, fmtCount(row.requests), "num");
+    cell(tr, fmtCount(row.errors), row.errors ? "num has-errors" : "num");
+    return tr;
+  }
+
+  function renderSpenders(answer) {
+    const table = $("#spenders-table");
+    $("#spenders-title").textContent = `Top spenders by ${SPENDERS[state.spenders].toLowerCase()}`;
+    table.querySelector(".key-col").textContent = SPENDERS[state.spenders];
+    showPerTenant(Boolean(answer));
+    if (!answer) {
+      panelError("spenders", null);
+      table.querySelector("tbody").replaceChildren();
+      return;
+    }
+    const body = table.querySelector("tbody");
+    if (panelError("spenders", answer)) {
+      body.replaceChildren();
+      return;
+    }
+    table.dataset.from = answer.from;
+    table.dataset.to = answer.to;
+    table.dataset.groupBy = answer.group_by;
+    if (!answer.groups.length) {
+      const tr = document.createElement("tr");
+      cell(tr, "No calls in this range.", "empty").colSpan = 5;
+      body.replaceChildren(tr);
+      return;
+    }
+    const rows = answer.groups.map((row) => spenderRow(row, false));
+    if (answer.other) rows.push(spenderRow(answer.other, true));
+    body.replaceChildren(...rows);
+  }
+
+  function pickSpender(key) {
+    if (state.spenders === "route") {
+      state.route = state.route === key ? "" : key;
+    } else if (state.attrs[state.spenders] === key) {
+      delete state.attrs[state.spenders];
+    } else {
+      state.attrs[state.spenders] = key;
+    }
+    filtersChanged();
+  }
+
+  $("#spenders-table tbody").addEventListener("click", (event) => {
+    const tr = event.target.closest("tr.clickable");
+    if (tr) pickSpender(tr.dataset.key);
+  });
+
+  const callTime = (iso) => (state.minutes && state.minutes <= 1440 ? timeFormat : dateTimeSeconds).format(new Date(iso));
+
+  function callRows(call, index) {
+    const tr = document.createElement("tr");
+    tr.className = "call";
+    tr.dataset.requestId = call.request_id;
+    const detailId = `call-detail-${index}`;
+    const open = expanded.has(call.request_id);
+    const toggleCell = cell(tr, "", "toggle");
+    const toggle = document.createElement("button");
+    toggle.type = "button";
+    toggle.className = "expand";
+    toggle.textContent = open ? "▾" : "▸";
+    toggle.setAttribute("aria-expanded", String(open));
+    toggle.setAttribute("aria-controls", detailId);
+    toggle.setAttribute("aria-label", `Whole record of ${call.request_id}`);
+    toggleCell.appendChild(toggle);
+    cell(tr, callTime(call.started_at), "", call.started_at);
+    const user = call.user_id || call.user_id_hash || "";
+    cell(tr, user, "name", user);
+    cell(tr, call.org_id || "", "name", call.org_id || "");
+    cell(tr, call.feature || "", "name", call.feature || "");
+    cell(tr, call.environment || "", "name", call.environment || "");
+    cell(tr, call.route, "name", call.route);
+    cell(tr, call.model, "name", call.model);
+    const status = cell(tr, "");
+    const pill = document.createElement("span");
+    pill.className = `status status-${call.status}`;
+    pill.textContent = call.status;
+    if (call.error_message || call.error_type) pill.title = call.error_message || call.error_type;
+    status.appendChild(pill);
+    cell(tr, fmtMs(call.latency_ms), "num");
+    cell(tr, `${fmtCount(call.input_tokens)} / ${fmtCount(call.output_tokens)}`, "num");
+    const cost = cell(tr, fmtUsd(call.cost_usd), "num cost", call.cost_source || "unknown price");
+    cost.dataset.value = isNum(call.cost_usd) ? String(call.cost_usd) : "";
+    const detail = document.createElement("tr");
+    detail.className = "detail";
+    detail.id = detailId;
+    detail.hidden = !open;
+    const td = cell(detail, "");
+    td.colSpan = 12;
+    const pre = document.createElement("pre");
+    pre.textContent = JSON.stringify(call, null, 2);
+    td.appendChild(pre);
+    return [tr, detail];
+  }
+
+  function renderCalls(answer) {
+    const body = $("#calls-table tbody");
+    $("#calls-order-time").setAttribute("aria-pressed", String(state.order === "time"));
+    $("#calls-order-cost").setAttribute("aria-pressed", String(state.order === "cost"));
+    $("#calls-page").textContent = `Page ${cursors.length}`;
+    if (!answer || panelError("calls", answer)) {
+      if (!answer) panelError("calls", null);
+      callsShown = [];
+      callsRendered = "";
+      body.replaceChildren();
+      $("#calls-prev").disabled = cursors.length < 2;
+      $("#calls-next").disabled = true;
+      $("#calls-csv").disabled = true;
+      return;
+    }
+    const table = $("#calls-table");
+    table.dataset.from = answer.from;
+    table.dataset.to = answer.to;
+    table.dataset.nextCursor = answer.next_cursor || "";
+    $("#calls-prev").disabled = cursors.length < 2;
+    $("#calls-next").disabled = !answer.next_cursor;
+    callsShown = answer.calls;
+    $("#calls-csv").disabled = !callsShown.length;
+    // unchanged since the last poll: leave the rows (and what is expanded) alone
+    const rendered = JSON.stringify([answer.calls, state.minutes ? 1 : 0]);
+    if (rendered === callsRendered) return;
+    callsRendered = rendered;
+    if (!answer.calls.length) {
+      const tr = document.createElement("tr");
+      cell(tr, "No calls in this range.", "empty").colSpan = 12;
+      body.replaceChildren(tr);
+      return;
+    }
+    body.replaceChildren(...answer.calls.flatMap(callRows));
+  }
+
+  $("#calls-table tbody").addEventListener("click", (event) => {
+    const toggle = event.target.closest("button.expand");
+    if (!toggle) return;
+    const tr = toggle.closest("tr");
+    const detail = document.getElementById(toggle.getAttribute("aria-controls"));
+    const open = toggle.getAttribute("aria-expanded") !== "true";
+    toggle.setAttribute("aria-expanded", String(open));
+    toggle.textContent = open ? "▾" : "▸";
+    detail.hidden = !open;
+    if (open) expanded.add(tr.dataset.requestId);
+    else expanded.delete(tr.dataset.requestId);
+  });
+
+  function setOrder(order) {
+    if (state.order === order) return;
+    state.order = order;
+    filtersChanged();
+  }
+
+  $("#calls-order-time").addEventListener("click", () => setOrder("time"));
+  $("#calls-order-cost").addEventListener("click", () => setOrder("cost"));
+
+  $("#calls-next").addEventListener("click", () => {
+    const next = $("#calls-table").dataset.nextCursor;
+    if (!next) return;
+    cursors.push(next);
+    callsRendered = "";
+    refresh();
+  });
+
+  $("#calls-prev").addEventListener("click", () => {
+    if (cursors.length < 2) return;
+    cursors.pop();
+    callsRendered = "";
+    refresh();
+  });
+
+  // ---------------------------------------------------------------- CSV of the calls on screen
+
+  function csvField(value) {
+    if (value === null || value === undefined) return "";
+    let text = typeof value === "object" ? JSON.stringify(value) : String(value);
+    // a spreadsheet would run a text starting with one of these as a formula
+    if (typeof value === "string" && /^[=+\-@\t\r]/.test(text)) text = `'${text}`;
+    return /[",\r\n]|^\s|\s$/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
+  }
+
+  function callsCsv(calls) {
+    const fields = [];
+    for (const call of calls) for (const name of Object.keys(call)) if (!fields.includes(name)) fields.push(name);
+    const lines = [fields.join(",")];
+    for (const call of calls) lines.push(fields.map((name) => csvField(call[name])).join(","));
+    return `${lines.join("\r\n")}\r\n`;
+  }
+
+  $("#calls-csv").addEventListener("click", () => {
+    if (!callsShown.length) return;
+    const blob = new Blob([callsCsv(callsShown)], { type: "text/csv;charset=utf-8" });
+    const link = document.createElement("a");
+    link.href = URL.createObjectURL(blob);
+    const tenant = state.tenant || keyTenant || "calls";
+    link.download = `llmpulse-calls-${tenant}-${state.order}-page${cursors.length}.csv`;
+    document.body.appendChild(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+  });
+
   // ---------------------------------------------------------------- charts (uPlot)
 
   const CHARTS = [
@@ -419,6 +863,15 @@
 
   const cssVar = (name) => getComputedStyle(html).getPropertyValue(name).trim();
 
+  let stepS = 60;
+  function xValue(v) {
+    if (!isNum(v)) return "–";
+    const date = new Date(v * 1000);
+    if (stepS >= 86400) return dayFormat.format(date);
+    const rangeS = lastSeries ? lastSeries.window_start.length * stepS : 0;
+    return stepS >= 3600 || rangeS > 86400 ? dateTime.format(date) : shortTime.format(date);
+  }
+
   function chartData(def, series) {
     const xs = series.window_start.map((s) => Date.parse(s) / 1000);
     return [xs, ...def.series.map((s) => series[s.field])];
@@ -455,7 +908,7 @@
       scales: { x: { time: true }, y: { range: zeroBased } },
       axes: [axis, { ...axis, size: 70, values: (u, ticks) => ticks.map(def.axis) }],
       series: [
-        { value: (u, v) => (isNum(v) ? shortTime.format(new Date(v * 1000)) : "–") },
+        { value: (u, v) => xValue(v) },
         ...def.series.map((s) => {
           const color = cssVar(s.color);
           return {
@@ -472,8 +925,10 @@
     return new uPlot(opts, data, el);
   }
 
-  function renderCharts(series) {
+  function renderCharts(series, step) {
     lastSeries = series;
+    if (step) stepS = step;
+    for (const span of document.querySelectorAll(".charts .step")) span.textContent = STEP_NAMES[stepS] || `${stepS} s`;
     for (const def of CHARTS) {
       const data = chartData(def, series);
       const chart = charts.get(def.id);
@@ -542,19 +997,57 @@
 
   // ---------------------------------------------------------------- filters
 
+  // the calls table starts again at its first page with new filters
+  function filtersChanged() {
+    cursors = [null];
+    callsRendered = "";
+    writeUrl();
+    refresh();
+  }
+
   function onFilter(name, parse) {
     return (event) => {
       state[name] = parse(event.target.value);
-      writeUrl();
-      refresh();
+      filtersChanged();
     };
   }
 
-  $("#f-tenant").addEventListener("change", onFilter("tenant", String));
+  function showCustomRange() {
+    for (const field of document.querySelectorAll(".custom-range")) field.hidden = Boolean(state.minutes);
+    $("#f-from").value = state.from;
+    $("#f-to").value = state.to;
+  }
+
+  $("#f-tenant").addEventListener("change", (event) => {
+    state.tenant = event.target.value;
+    state.attrs = {}; // users, orgs … belong to a tenant
+    filtersChanged();
+  });
   $("#f-route").addEventListener("change", onFilter("route", String));
   $("#f-model").addEventListener("change", onFilter("model", String));
-  $("#f-range").addEventListener("change", onFilter("minutes", Number));
+  $("#f-range").addEventListener("change", (event) => {
+    if (event.target.value === "custom") {
+      if (!validLocal(state.from) || !validLocal(state.to)) {
+        // start from the range shown so far
+        const to = new Date();
+        state.from = toLocalInput(new Date(to.getTime() - (state.minutes || 60) * 60000));
+        state.to = toLocalInput(new Date(to.getTime() + 60000));
+      }
+      state.minutes = 0;
+    } else {
+      state.minutes = Number(event.target.value);
+    }
+    showCustomRange();
+    filtersChanged();
+  });
+  for (const name of ["from", "to"]) {
+    $(`#f-${name}`).addEventListener("change", (event) => {
+      state[name] = event.target.value;
+      filtersChanged();
+    });
+  }
   $("#f-top").addEventListener("change", onFilter("top", String));
+  $("#f-spenders").addEventListener("change", onFilter("spenders", String));
 
   // ---------------------------------------------------------------- start
 
@@ -562,8 +1055,10 @@
   fillSelect($("#f-tenant"), [], "All tenants", state.tenant);
   fillSelect($("#f-route"), [], "All routes", state.route);
   fillSelect($("#f-model"), [], "All models", state.model);
-  $("#f-range").value = String(state.minutes);
+  $("#f-range").value = state.minutes ? String(state.minutes) : "custom";
+  showCustomRange();
   $("#f-top").value = state.top;
+  $("#f-spenders").value = state.spenders;
   let savedTheme = null;
   try {
     savedTheme = localStorage.getItem(THEME_STORE);
