@@ -200,15 +200,15 @@ def _head(tenant: str, flt: CallFilter) -> dict[str, Any]:
     }
 
 
-async def _blocking(fn: Callable[[], _T], *, value_error_names: str) -> _T:
+async def _blocking(fn: Callable[[], _T], *, refused_param: str) -> _T:
     """Run a store read on a worker thread: `StoreError` → 503; `ValueError` → 400 naming the one
-    parameter (`value_error_names`) the read can still refuse once the others are checked."""
+    parameter (`refused_param`) the read can still refuse once the others are checked."""
     try:
         return await to_thread.run_sync(fn)
     except StoreError as exc:
         raise ApiError(503, f"the store is unavailable: {exc}", headers={"Retry-After": "1"}) from None
     except ValueError as exc:
-        raise ApiError(400, f"query parameter `{value_error_names}`: {exc}") from None
+        raise ApiError(400, f"query parameter `{refused_param}`: {exc}") from None
 
 
 @router.get(
@@ -266,7 +266,7 @@ async def get_calls(
     flt = _filter(tenant, start, end, filters)
     store = state.require_store()
     records, next_cursor = await _blocking(
-        lambda: calls_page(store, flt, order=order, limit=n, cursor=cursor), value_error_names="cursor"
+        lambda: calls_page(store, flt, order=order, limit=n, cursor=cursor), refused_param="cursor"
     )
     rows = [call_row(r) for r in records]
     body = {**_head(tenant, flt), "order": order, "calls": rows, "count": len(rows)}
@@ -323,6 +323,6 @@ async def get_costs(
     flt = _filter(tenant, start, end, filters)
     store = server_state(request).require_store()
     found = await _blocking(
-        lambda: costs(store, flt, group_by=group_by, order=order, limit=n), value_error_names="group_by"
+        lambda: costs(store, flt, group_by=group_by, order=order, limit=n), refused_param="group_by"
     )
     return json_response({**_head(tenant, flt), "group_by": group_by, "order": order, **found})
