@@ -132,7 +132,10 @@ def test_single_request_claiming_another_tenant_is_stored_as_the_keys(keyed: Key
     assert response.status_code == 200, response.text
     response = keyed.client.post("/v1/llm/response", json=response_body(), headers=keyed.auth("alpha"))
     assert response.status_code == 200
-    assert keyed.logged_tenants() == ["alpha", None]
+    # the response names no tenant: it gets the key's, so it joins only that tenant's request
+    assert keyed.logged_tenants() == ["alpha", "alpha"]
+    metrics = keyed.client.get("/metrics", headers=keyed.auth("alpha")).text
+    assert "llmpulse_events_tenant_rewritten_total 1.0" in metrics  # the request alone was rewritten
 
 
 @pytest.mark.parametrize("encoding", ["array", "object", "ndjson", "gzip"])
@@ -158,7 +161,7 @@ def test_batches_are_rewritten_to_the_keys_tenant(keyed: Keyed, encoding: str) -
         headers["content-encoding"] = "gzip"
     response = keyed.client.post("/v1/events", content=body, headers=headers)
     assert response.status_code == 200, response.text
-    expected = ["beta"] * (len(items) - 1) + [None] if len(items) > 1 else ["beta"]
+    expected = ["beta"] * len(items)  # the response too: it joins only the key's tenant's request
     assert keyed.logged_tenants() == expected
 
 
