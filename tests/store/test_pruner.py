@@ -78,9 +78,9 @@ def test_stop_ends_a_prune_under_way_after_its_current_batch(store: Store) -> No
     first_batch = threading.Event()
 
     class Watched(RetentionPruner):
-        def _between_batches(self) -> bool:
+        def _between_batches(self, took_s: float) -> bool:
             first_batch.set()
-            return super()._between_batches()
+            return super()._between_batches(took_s)
 
     # a pause of an hour between batches: only stop() can end the prune in time
     pruner = Watched(store, RetentionPolicy(interval_s=3600, batch_rows=1), clock=lambda: NOW, pause_s=3600)
@@ -108,3 +108,5 @@ def test_start_refuses_a_policy_without_interval_and_a_second_start(store: Store
         pruner.stop()
     with pytest.raises(ValueError, match="pause_s"):
         RetentionPruner(store, RetentionPolicy(), pause_s=-1)
+    with pytest.raises(ValueError, match="max_batch_s"):
+        RetentionPruner(store, RetentionPolicy(), max_batch_s=0)

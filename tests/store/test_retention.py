@@ -129,7 +129,8 @@ def test_every_transaction_deletes_at_most_batch_rows(store: Store) -> None:
     )
     sizes = [_total_rows(store)]
 
-    def between() -> bool:
+    def between(took_s: float) -> bool:
+        assert took_s > 0
         sizes.append(_total_rows(store))
         return True
 
@@ -150,12 +151,26 @@ def test_between_batches_returning_false_stops_after_that_batch(store: Store) ->
         )
     )
 
-    result = prune(store, POLICY, NOW, batch_rows=4, between_batches=lambda: False)
+    result = prune(store, POLICY, NOW, batch_rows=4, between_batches=lambda _took_s: False)
 
     assert not result.complete
     assert result.deleted["calls"] == 4
     assert len(_call_ids(store)) == 5
     assert prune(store, POLICY, NOW, batch_rows=4).deleted["calls"] == 5
+
+
+def test_batches_shrink_while_slower_than_max_batch_s(store: Store) -> None:
+    store.commit(
+        Checkpoint(
+            "c", calls={("acme", f"r{i}"): make_record("acme", f"r{i}", started_at=1.0) for i in range(10)}
+        )
+    )
+    # every batch is slower than a nanosecond: after the first (4 rows) they shrink to one row
+    result = prune(store, POLICY, NOW, batch_rows=4, max_batch_s=1e-9)
+    assert result.deleted["calls"] == 10
+    assert result.batches == 1 + 6
+    with pytest.raises(ValueError, match="max_batch_s"):
+        prune(store, POLICY, NOW, max_batch_s=0)
 
 
 def test_prune_of_an_empty_store_reads_nothing_old(store: Store) -> None:

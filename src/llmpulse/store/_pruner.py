@@ -1,9 +1,11 @@
 """`RetentionPruner`: runs `prune` every ``policy.interval_s`` on a background thread.
 
-Between two batches it waits `pause_s` on its stop event, so other writers (the processor's commits)
-get the database between short delete transactions, and `stop` ends a prune in progress after the
-batch under way. The clock is injected (tests pass a fake one); the interval and the pauses are
-real time.
+On SQLite, where every writer waits for the one transaction under way, batches take about
+`max_batch_s` at most (5 ms: fewer rows than ``policy.batch_rows`` when rows are slow to delete, as
+call records are: their random request ids put each row's key on its own index page). Between two
+batches the pruner waits `pause_s` on its stop event, so other writers (the processor's commits) get
+the database between short delete transactions, and `stop` ends a prune in progress after the batch
+under way. The clock is injected (tests pass a fake one); the interval and the pauses are real time.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ _log = logging.getLogger(__name__)
 
 #: Seconds the pruner waits between two delete batches (the database is free for other writers).
 DEFAULT_PAUSE_S: Final = 0.02
+#: The longest a delete batch should take: the longest the processor's commit waits for one on SQLite.
+DEFAULT_MAX_BATCH_S: Final = 0.005
 
 
 class RetentionPruner:
@@ -30,7 +34,10 @@ class RetentionPruner:
         store: the store to prune (not closed by the pruner).
         policy: retention and batch size; ``interval_s`` must be positive to `start`.
         clock: wall clock in epoch seconds, what retention is measured against.
-        pause_s: seconds to wait between two delete batches.
+        pause_s: seconds to wait between two delete batches, at least (twice the last batch's
+            duration when that is longer: a writer that waited for it gets in before the next).
+        max_batch_s: on SQLite, batches shrink below ``policy.batch_rows`` while their delete
+            takes longer than this (Postgres batches are always ``batch_rows``).
     """
 
     def __init__(
@@ -40,13 +47,17 @@ class RetentionPruner:
         *,
         clock: Callable[[], float] = time.time,
         pause_s: float = DEFAULT_PAUSE_S,
+        max_batch_s: float = DEFAULT_MAX_BATCH_S,
     ) -> None:
         if pause_s < 0:
             raise ValueError(f"pause_s must be >= 0, got {pause_s!r}")
+        if not max_batch_s > 0:
+            raise ValueError(f"max_batch_s must be positive, got {max_batch_s!r}")
         self._store = store
         self._policy = policy
         self._clock = clock
         self._pause_s = pause_s
+        self._max_batch_s = max_batch_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -103,8 +114,10 @@ class RetentionPruner:
                 _log.warning("pruning expired records failed: %s", exc)
             wait = self._policy.interval_s
 
-    def _between_batches(self) -> bool:
-        return not self._stop.wait(self._pause_s)
+    def _between_batches(self, took_s: float) -> bool:
+        # SQLite's busy handler sleeps longer the longer a writer has waited (up to 100 ms): after
+        # a slow batch, pause long enough for one that waited through it to wake and get the lock
+        return not self._stop.wait(max(self._pause_s, 2 * took_s))
 
     def run_once(self) -> PruneResult:
         """Prune now (against the clock), pausing between batches; stops early once `stop` is called.
@@ -114,7 +127,14 @@ class RetentionPruner:
             StoreError: the database failed (counted in `stats` as a failure).
         """
         try:
-            result = prune(self._store, self._policy, self._clock(), between_batches=self._between_batches)
+            result = prune(
+                self._store,
+                self._policy,
+                self._clock(),
+                between_batches=self._between_batches,
+                # Postgres deletes lock only their rows: nobody waits for a batch of any size
+                max_batch_s=self._max_batch_s if self._store.dialect == "sqlite" else None,
+            )
         except Exception as exc:
             with self._lock:
                 self._failures += 1

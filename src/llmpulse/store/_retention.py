@@ -255,19 +255,34 @@ class _Stopped(Exception):
     """`between_batches` asked to stop."""
 
 
-class _Batches:
-    """Runs delete statements one short write transaction each, timing them and asking to go on."""
+#: The bind parameter holding a batch's row limit.
+_ROWS: Final = "batch_rows"
 
-    def __init__(self, store: Store, between: Callable[[], bool] | None) -> None:
+
+class _Batches:
+    """Runs delete statements one short write transaction each, timing them and asking to go on.
+
+    With a `max_batch_s`, the rows of the next batch follow the last batch's duration: cut in
+    proportion when it took longer, doubled (up to `cap`) when it took under half of it.
+    """
+
+    def __init__(
+        self, store: Store, between: Callable[[float], bool] | None, cap: int, max_batch_s: float | None
+    ) -> None:
         self._store = store
         self._between = between
+        self._cap = cap
+        self._max_s = max_batch_s
+        self.rows = cap
         self.count = 0
         self.longest_s = 0.0
         self.deleted: dict[str, int] = {}
 
-    def delete(self, stmt: sa.Delete, table: str) -> int:
-        """Run one batch of deletes from `table`, counted in `deleted`; raises `_Stopped` when it
-        deleted rows and `between_batches` says stop."""
+    def delete(self, stmt: sa.Delete, table: str) -> bool:
+        """Run one batch of deletes from `table` (at most `rows`), counted in `deleted`; whether it
+        was full (more may be left). Raises `_Stopped` when it deleted rows and `between_batches`
+        says stop."""
+        asked = self.rows
         started = time.perf_counter()
         # the store's own lock: an in-memory SQLite store has one connection shared by every thread
         with (
@@ -275,14 +290,21 @@ class _Batches:
             translate_errors(f"pruning {table}"),
             write_transaction(self._store.engine) as conn,
         ):
-            deleted = int(conn.execute(stmt).rowcount)
+            deleted = int(conn.execute(stmt, {_ROWS: asked}).rowcount)
+        # BEGIN to COMMIT: on SQLite the commit writes the changed pages to the WAL under the lock
+        took = time.perf_counter() - started
+        if self._max_s is not None:
+            if took > self._max_s:
+                self.rows = max(1, int(asked * self._max_s / took))
+            elif took < self._max_s / 2 and deleted == asked:
+                self.rows = min(self._cap, asked * 2)
         if deleted:
             self.deleted[table] = self.deleted.get(table, 0) + deleted
             self.count += 1
-            self.longest_s = max(self.longest_s, time.perf_counter() - started)
-            if self._between is not None and not self._between():
+            self.longest_s = max(self.longest_s, took)
+            if self._between is not None and not self._between(took):
                 raise _Stopped
-        return deleted
+        return deleted == asked
 
     def scalar(self, query: sa.Select[Any], action: str) -> Any:
         """One value read outside any write transaction."""
@@ -296,25 +318,31 @@ def prune(
     now: float,
     *,
     batch_rows: int | None = None,
-    between_batches: Callable[[], bool] | None = None,
+    between_batches: Callable[[float], bool] | None = None,
+    max_batch_s: float | None = None,
 ) -> PruneResult:
     """Delete the records `policy` no longer keeps at `now` (epoch seconds), in batches. Blocks.
 
     Each batch deletes at most `batch_rows` rows (``policy.batch_rows`` by default), oldest first, in
-    its own write transaction. `between_batches`, when given, is called after every batch that
-    deleted rows and before the next one: it may wait (so other writers get the database) and
-    returns False to stop (the result is then not `complete`).
+    its own write transaction. `between_batches`, when given, is called with the batch's duration
+    (seconds) after every batch that deleted rows and before the next one: it may wait (so other
+    writers get the database) and returns False to stop (the result is then not `complete`). With
+    `max_batch_s`, batches shrink below `batch_rows` while they take longer than that (and grow back
+    when they take under half): on SQLite every writer, the processor included, waits for the batch
+    under way.
 
     Raises:
-        ValueError: `batch_rows` < 1.
+        ValueError: `batch_rows` < 1, or `max_batch_s` not positive.
         StoreUnavailable, StoreError: the database failed (rows deleted by earlier batches stay
             deleted; pruning again carries on).
     """
     rows = policy.batch_rows if batch_rows is None else batch_rows
     if rows < 1:
         raise ValueError(f"batch_rows must be at least 1, got {rows!r}")
+    if max_batch_s is not None and not max_batch_s > 0:
+        raise ValueError(f"max_batch_s must be positive, got {max_batch_s!r}")
     started = time.perf_counter()
-    batches = _Batches(store, between_batches)
+    batches = _Batches(store, between_batches, rows, max_batch_s)
     cutoffs: dict[str, float | None] = {}
     oldest: dict[str, float | None] = {}
     complete = True
@@ -322,11 +350,11 @@ def prune(
         kept_s = policy.retention_s(name)
         cutoffs[name] = None if kept_s is None else now - kept_s
     try:
-        _prune_calls(batches, cutoffs["calls"], rows, store.dialect == "sqlite", oldest)
+        _prune_calls(batches, cutoffs["calls"], store.dialect == "sqlite", oldest)
         for table, seconds in AGGREGATE_TABLES:
             cut = cutoffs[table.name]
             if cut is not None:
-                _prune_aggregate(batches, table, seconds, cut, rows)
+                _prune_aggregate(batches, table, seconds, cut)
     except _Stopped:
         complete = False
     for table, _ in AGGREGATE_TABLES:
@@ -344,21 +372,22 @@ def prune(
     )
 
 
-def _prune_aggregate(batches: _Batches, table: sa.Table, seconds: int, cut: float, rows: int) -> None:
+def _prune_aggregate(batches: _Batches, table: sa.Table, seconds: int, cut: float) -> None:
     """Delete `table`'s rows whose bucket ended at or before `cut`, oldest first, in index order."""
     last_start = math.floor(cut) - seconds  # a bucket starting here ends at floor(cut) <= cut
     key = [table.c.tenant_id, table.c.window_start, table.c.route, table.c.model]
     oldest = (
-        sa.select(*key).where(table.c.window_start <= last_start).order_by(table.c.window_start).limit(rows)
+        sa.select(*key)
+        .where(table.c.window_start <= last_start)
+        .order_by(table.c.window_start)
+        .limit(sa.bindparam(_ROWS))
     )
     stmt = sa.delete(table).where(sa.tuple_(*key).in_(oldest))
-    while batches.delete(stmt, table.name) == rows:
+    while batches.delete(stmt, table.name):
         pass
 
 
-def _prune_calls(
-    batches: _Batches, cut: float | None, rows: int, sqlite: bool, oldest: dict[str, float | None]
-) -> None:
+def _prune_calls(batches: _Batches, cut: float | None, sqlite: bool, oldest: dict[str, float | None]) -> None:
     """Delete call records started before `cut`, tenant by tenant in (tenant_id, started_at) order,
     and note the oldest kept in `oldest["calls"]`. Tenants are found by a loose index scan (one
     index seek each), so a run costs a few queries per tenant besides the deletes."""
@@ -374,23 +403,29 @@ def _prune_calls(
         start = sa.select(sa.func.min(calls.c.started_at)).where(calls.c.tenant_id == tenant)
         found = batches.scalar(start, "reading the oldest call record")
         if cut is not None and found is not None and float(found) < cut:
-            _prune_tenant_calls(batches, tenant, cut, rows, sqlite)
+            _prune_tenant_calls(batches, tenant, cut, sqlite)
             found = batches.scalar(start, "reading the oldest call record")
         if found is not None:
             first = float(found) if first is None else min(first, float(found))
     oldest["calls"] = first
 
 
-def _prune_tenant_calls(batches: _Batches, tenant: str, cut: float, rows: int, sqlite: bool) -> None:
+def _prune_tenant_calls(batches: _Batches, tenant: str, cut: float, sqlite: bool) -> None:
     where = (calls.c.tenant_id == tenant, calls.c.started_at < cut)
     if sqlite:
         # rowid is in the (tenant_id, started_at) index: the subquery reads only the index
         rowid: sa.ColumnClause[int] = sa.literal_column("rowid")
-        ids = sa.select(rowid).select_from(calls).where(*where).order_by(calls.c.started_at).limit(rows)
+        ids = (
+            sa.select(rowid)
+            .select_from(calls)
+            .where(*where)
+            .order_by(calls.c.started_at)
+            .limit(sa.bindparam(_ROWS))
+        )
         stmt = sa.delete(calls).where(rowid.in_(ids))
     else:
         key = [calls.c.tenant_id, calls.c.request_id]
-        keys = sa.select(*key).where(*where).order_by(calls.c.started_at).limit(rows)
+        keys = sa.select(*key).where(*where).order_by(calls.c.started_at).limit(sa.bindparam(_ROWS))
         stmt = sa.delete(calls).where(sa.tuple_(*key).in_(keys))
-    while batches.delete(stmt, "calls") == rows:
+    while batches.delete(stmt, "calls"):
         pass
