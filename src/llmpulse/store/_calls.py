@@ -29,7 +29,7 @@ import binascii
 import math
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
@@ -363,9 +363,11 @@ def iter_calls(store: Store, flt: CallFilter, page_size: int = 1000) -> Iterator
     """The filter's call records oldest first (by ``started_at``, then request id and tenant, by code
     point), as pages of at most `page_size` records shaped as `calls_page` returns them. Blocks.
 
-    Each page is one keyset query (after the previous page's last record) in its own short read, so
+    Each page is read by keyset (after the previous page's last record) in its own short read, so
     no transaction stays open between pages and memory holds one page. Records written meanwhile
-    are included when they sort after the position reached.
+    are included when they sort after the position reached. With a tenant, every page reads the
+    (tenant_id, started_at) index from the position on, in order, so a page costs the same at the
+    end of a long range as at its start.
 
     Raises:
         ValueError: `page_size` < 1 (naming ``page_size``).
@@ -376,23 +378,31 @@ def iter_calls(store: Store, flt: CallFilter, page_size: int = 1000) -> Iterator
     c = calls.c
     rid = _by_code_point(c.request_id, store.dialect)
     tenant = _by_code_point(c.tenant_id, store.dialect)
-    query = sa.select(calls).where(*_conditions(flt)).order_by(c.started_at, rid, tenant).limit(page_size)
-    last: dict[str, Any] | None = None
+    # Postgres may sort the whole rest of the range for each page when its statistics are stale (a
+    # table just filled has none): bound each page by the started_at that page_size records reach
+    # in index order. SQLite always reads the index in order and sorts ties only.
+    bound = store.dialect == "postgresql"
+    where = _conditions(flt)
+    beyond = where  # records at a later started_at than the previous page's last (a subset)
     while True:
-        page_query = query
-        if last is not None:
-            at, request_id = last["started_at"], last["request_id"]
-            tie = sa.or_(rid > request_id, sa.and_(rid == request_id, tenant > last["tenant_id"]))
-            page_query = query.where(
-                c.started_at >= at, sa.or_(c.started_at > at, sa.and_(c.started_at == at, tie))
-            )
+        reach = sa.select(c.started_at).where(*beyond).order_by(c.started_at).offset(page_size - 1)
+        query = sa.select(calls).where(*where).order_by(c.started_at, rid, tenant).limit(page_size)
         with store._reading("reading call records") as conn:
-            page = [_record(row) for row in conn.execute(page_query).mappings()]
+            end = conn.execute(reach.limit(1)).scalar() if bound else None
+            if end is not None:
+                query = query.where(c.started_at <= end)
+            page = [_record(row) for row in conn.execute(query).mappings()]
         if page:
             yield page
         if len(page) < page_size:
             return
         last = page[-1]
+        at, request_id = last["started_at"], last["request_id"]
+        tie = sa.or_(rid > request_id, sa.and_(rid == request_id, tenant > last["tenant_id"]))
+        # the position replaces the filter's start: one lower bound, which SQLite's planner needs
+        rest = _conditions(replace(flt, start=None))
+        where = [*rest, c.started_at >= at, sa.or_(c.started_at > at, sa.and_(c.started_at == at, tie))]
+        beyond = [*rest, c.started_at > at]
 
 
 # -- costs -------------------------------------------------------------------------------------------
