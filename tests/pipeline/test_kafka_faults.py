@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka import TopicPartition
@@ -97,10 +98,13 @@ class _DownStore:
     def consumers(self) -> set[str]:
         return self.store.consumers()
 
-    def load_state(self, consumer: str, now: float) -> ProcessorState:
+    def load_state(self, consumer: str, now: float, **kwargs: Any) -> ProcessorState:
         if self.down:
             raise StoreUnavailable("the database is down (test)")
-        return self.store.load_state(consumer, now)
+        return self.store.load_state(consumer, now, **kwargs)
+
+    def lookup_cold(self, consumer: str, request_ids: Any, since: float) -> Any:
+        return self.store.lookup_cold(consumer, request_ids, since)
 
 
 class _FakeConsumer:

@@ -425,8 +425,11 @@ class _FlakyStore:
     def consumers(self) -> set[str]:
         return self.store.consumers()
 
-    def load_state(self, consumer: str, now: float) -> Any:
-        return self.store.load_state(consumer, now)
+    def load_state(self, consumer: str, now: float, **kwargs: Any) -> Any:
+        return self.store.load_state(consumer, now, **kwargs)
+
+    def lookup_cold(self, consumer: str, request_ids: Any, since: float) -> Any:
+        return self.store.lookup_cold(consumer, request_ids, since)
 
     def commit_many(
         self, checkpoints: Any, *, expect_offsets: Any = None, return_windows: bool = False

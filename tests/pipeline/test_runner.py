@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,8 +25,11 @@ class FlakyStore:
         self.fail_on = fail_on
         self.calls = 0
 
-    def load_state(self, consumer: str, now: float) -> ProcessorState:
-        return self.store.load_state(consumer, now)
+    def load_state(self, consumer: str, now: float, **kwargs: Any) -> ProcessorState:
+        return self.store.load_state(consumer, now, **kwargs)
+
+    def lookup_cold(self, consumer: str, request_ids: Any, since: float) -> Any:
+        return self.store.lookup_cold(consumer, request_ids, since)
 
     def commit(self, checkpoint: Checkpoint) -> None:
         self.calls += 1

@@ -56,16 +56,18 @@ from llmpulse.store import (
     WINDOW_SECONDS,
     CallRecord,
     Checkpoint,
+    ColdState,
+    KeyFilter,
     PendingEntry,
     PendingKind,
     ProcessorState,
     WindowDelta,
     WindowKey,
+    dedup_key,
+    parse_dedup_key,
 )
 from llmpulse.store._histogram import GAMMA, MIN_VALUE, ZERO_BUCKET
 
-#: Prefix of the dedup key of a counted call (``k:<len(tenant)>:<tenant><request_id>``).
-KEY_PREFIX: Final = "k:"
 #: Prefixes of the dedup keys written before identity was per tenant (a pair's, a call's): restored
 #: as "counted, for whichever tenant" until they expire.
 LEGACY_PAIR_KEY_PREFIX: Final = "p:"
@@ -74,21 +76,6 @@ LEGACY_CALL_KEY_PREFIX: Final = "c:"
 NO_TENANT: Final = ""
 #: `_owners` value of a request id used by more than one tenant.
 _MANY: Final = "\x00many"
-
-
-def dedup_key(tenant_id: str, request_id: str) -> str:
-    """The dedup key of a counted call (unambiguous whatever characters the tenant holds)."""
-    return f"{KEY_PREFIX}{len(tenant_id)}:{tenant_id}{request_id}"
-
-
-def parse_dedup_key(key: str) -> tuple[str, str]:
-    """(tenant_id, request_id) of a `dedup_key`; `ValueError` for anything else."""
-    if key.startswith(KEY_PREFIX):
-        length, sep, rest = key[len(KEY_PREFIX) :].partition(":")
-        if sep and length.isdigit() and int(length) <= len(rest):
-            return rest[: int(length)], rest[int(length) :]
-    raise ValueError(f"unrecognised dedup key {key!r} (expected 'k:<length>:<tenant><request id>')")
-
 
 _INV_LOG_GAMMA: Final = 1.0 / math.log(GAMMA)
 _W: Final = WINDOW_SECONDS
@@ -119,14 +106,19 @@ class ProcessorConfig:
             pending entries kept for a late other half); at least `orphan_timeout_s`.
         allowed_lateness_s: how far behind the watermark a window may end before contributions to
             it are counted as late.
+        hot_s: how long a counted call's key, and a timed-out half, stay in memory once committed
+            (at most `dedup_ttl_s`);
+            after that the store holds them and a `KeyFilter` remembers their request ids, and the
+            processor asks the store (`probe`, `prime`) when one of those ids comes again.
     """
 
     orphan_timeout_s: float = 300.0
     dedup_ttl_s: float = 86400.0
     allowed_lateness_s: float = 60.0
+    hot_s: float = 120.0
 
     def __post_init__(self) -> None:
-        for name in ("orphan_timeout_s", "dedup_ttl_s", "allowed_lateness_s"):
+        for name in ("orphan_timeout_s", "dedup_ttl_s", "allowed_lateness_s", "hot_s"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
@@ -138,6 +130,8 @@ class ProcessorConfig:
             )
         if self.allowed_lateness_s < 0:
             raise ValueError(f"allowed_lateness_s must be >= 0, got {self.allowed_lateness_s!r}")
+        if self.hot_s < 0:
+            raise ValueError(f"hot_s must be >= 0, got {self.hot_s!r}")
 
 
 def _window_start(ts: datetime) -> int:
@@ -149,9 +143,12 @@ class ProcessorCore:
 
     Not thread-safe: one core per worker thread (or partition). Every method is CPU-only.
 
-    Memory: every pending half holds its event; every remembered dedup key costs about 150 bytes
-    (so a sustained 1,000 calls/s with the default 24 h TTL keeps ~86M keys, ~13 GB: size
-    `dedup_ttl_s` to the traffic). `stats()` reports the sizes.
+    Memory: every pending half holds its event until it joins or times out; a counted call's key
+    and a timed-out half stay in memory `hot_s` after they were committed, then only their request
+    id stays, in the `KeyFilter` (about 1.2 bytes a key until `dedup_ttl_s` has passed). So memory
+    grows with the traffic in flight and in the last `hot_s`, not with the dedup horizon. Before
+    `process`, ask `probe` which request ids of a batch the store must be asked about, and hand the
+    answer to `prime`. `stats()` reports the sizes.
     """
 
     def __init__(
@@ -161,10 +158,13 @@ class ProcessorCore:
         state: ProcessorState | None = None,
         *,
         new_id: Callable[[], str] | None = None,
+        key_filter: KeyFilter | None = None,
     ) -> None:
         """Start empty, or resume from `state` (pending joins, dedup keys and watermark).
 
         `new_id` makes the ids of call events sent without one (default ``~`` + a random UUID's hex).
+        `key_filter` holds the request ids the store knows (`Store.load_state` fills it on a
+        restart); a new one when None.
         """
         self._config = config
         self._pricer = pricer
@@ -178,11 +178,16 @@ class ProcessorCore:
         self._owners: dict[str, str] = {}
         self._legacy: set[str] = set()
         self._legacy_until = math.inf
-        self._new_done: list[_Id] = []
+        self._new_done: dict[_Id, None] = {}
+        self._filter = key_filter if key_filter is not None else KeyFilter(config.dedup_ttl_s / 4)
+        self._primed: dict[str, float] = {}
+        self._restored: list[str] = []
+        self._cold_lookups = 0
+        self._last_forget = -math.inf
         self._records: dict[_Id, CallRecord] = {}
         self._windows: dict[WindowKey, WindowDelta] = {}
         self._deletes: list[tuple[str, str, PendingKind]] = []
-        self._expired_since: list[tuple[_Id, PendingKind]] = []
+        self._expired_since: dict[tuple[_Id, PendingKind], None] = {}
         self._gen = 0
         self._now = -math.inf
         self._anchored = True
@@ -214,10 +219,8 @@ class ProcessorCore:
             if text.startswith((LEGACY_PAIR_KEY_PREFIX, LEGACY_CALL_KEY_PREFIX)):
                 self._legacy.add(text[2:])
                 continue
-            ident = parse_dedup_key(text)
-            self._done[ident] = 0.0
-            self._own(ident)
-        self._anchored = not (self._done or self._legacy)
+            self._restored.append(parse_dedup_key(text)[1])
+        self._anchored = not (self._legacy or self._restored)
 
     def _own(self, key: _Id) -> None:
         """Note that tenant key[0] uses request id key[1] (for responses that name no tenant)."""
@@ -239,10 +242,11 @@ class ProcessorCore:
             return self._now
         self._now = now
         if not self._anchored:
-            # restored dedup keys carry no time: their TTL runs from the first call after the restart
-            for ident in self._done:
-                self._done[ident] = now
+            # restored keys carry no time: their TTL runs from the first call after the restart
             self._legacy_until = now + self._config.dedup_ttl_s
+            for rid in self._restored:
+                self._filter.add(rid, self._legacy_until)
+            self._restored = []
             self._anchored = True
         elif self._legacy and now >= self._legacy_until:
             self._legacy.clear()
@@ -353,19 +357,6 @@ class ProcessorCore:
         record = pair_record(req, resp, full, now, req.timestamp.timestamp())
         self._records[(req.tenant_id, req.request_id)] = record
 
-    def _resolve(self, resp: LLMResponse) -> _Id | None:
-        """The identity a response belongs to, or None when it is ambiguous (counted here)."""
-        tenant = resp.tenant_id
-        if tenant is not None:
-            return (tenant, resp.request_id)
-        owner = self._owners.get(resp.request_id)
-        if owner is None:
-            return (NO_TENANT, resp.request_id)
-        if owner == _MANY:
-            self._count("ambiguous_responses", 1)
-            return None
-        return (owner, resp.request_id)
-
     def process(self, events: Sequence[Event], now: float) -> None:
         """Count `events` (in delivery order) as seen at `now` (processor clock, epoch seconds).
 
@@ -381,6 +372,8 @@ class ProcessorCore:
         owners = self._owners
         legacy = self._legacy
         new_done = self._new_done
+        remember = self._filter.add
+        forget_at = now + self._config.dedup_ttl_s
         records = self._records
         deletes = self._deletes
         windows = self._windows
@@ -429,7 +422,8 @@ class ProcessorCore:
                         deletes.append((tenant, rid, "request"))
                     self._correct_timeout(req, ws, ev, late_cut, now)
                     done[key] = now
-                    new_done.append(key)
+                    new_done[key] = None
+                    remember(rid, forget_at)
                     joined += 1
                     continue
                 req, _, req_gen, ws = req_entry
@@ -479,7 +473,8 @@ class ProcessorCore:
                         duplicates += 1
                         continue
                     done[key] = now
-                    new_done.append(key)
+                    new_done[key] = None
+                    remember(call_id, forget_at)
                     self._own(key)
                 t = ev.timestamp.timestamp()
                 if t > wm:
@@ -493,7 +488,8 @@ class ProcessorCore:
 
             # count the joined pair `req` + `resp` (identity `key`) in the window starting at `ws`
             done[key] = now
-            new_done.append(key)
+            new_done[key] = None
+            remember(rid, forget_at)
             joined += 1
             model = req.model
             wkey = (key[0], req.route, model, ws)
@@ -554,43 +550,117 @@ class ProcessorCore:
 
     def expire(self, now: float) -> None:
         """Count what is due at `now`: requests without a response as timeouts, responses without a
-        request as orphans; forget dedup keys and expired entries older than `dedup_ttl_s`. CPU-only.
+        request as orphans; let go of what the store holds and was not used for `hot_s` (committed
+        dedup keys, expired halves) and of request ids past `dedup_ttl_s`. CPU-only.
         """
         now = self._clock(now)
         cfg = self._config
+        self._evict(now - min(cfg.hot_s, cfg.dedup_ttl_s))
+        self._filter.expire(now)
         cutoff = now - cfg.orphan_timeout_s
         due_req = _due(self._req, cutoff)
         for key in due_req:
             entry = self._req.pop(key)
             self._req_expired[key] = entry
-            self._expired_since.append((key, "request"))
+            self._expired_since[(key, "request")] = None
+            self._filter.add(key[1], entry[1] + cfg.dedup_ttl_s)
             self._add_timeout(entry[0], entry[3], now)
         self._count("timeouts", len(due_req))
         due_resp = _due(self._resp, cutoff)
         for key in due_resp:
-            self._resp_expired[key] = self._resp.pop(key)
-            self._expired_since.append((key, "response"))
+            resp_entry = self._resp.pop(key)
+            self._resp_expired[key] = resp_entry
+            self._expired_since[(key, "response")] = None
+            self._filter.add(key[1], resp_entry[1] + cfg.dedup_ttl_s)
         self._count("orphan_responses", len(due_resp))
 
-        forget = now - cfg.dedup_ttl_s
-        gen = self._gen
-        for key in _due(self._req_expired, forget):
-            if self._req_expired.pop(key)[2] != gen:
-                self._deletes.append((key[0], key[1], "request"))
-            if key not in self._done and key not in self._req:
-                self._disown(key)
-        for key in _due(self._resp_expired, forget):
-            if self._resp_expired.pop(key)[2] != gen:
-                self._deletes.append((key[0], key[1], "response"))
-        stale = []
+    def _evict(self, cut: float) -> None:
+        """Let go of the committed dedup keys counted at or before `cut`, the expired halves whose
+        timeout fell at or before it, and the ids primed then: the store holds them all (they were
+        in an earlier checkpoint), and the filter remembers their request ids."""
+        stale: list[_Id] = []
         for key, t in self._done.items():
-            if t > forget:
+            if t > cut or key in self._new_done:
                 break
             stale.append(key)
         for key in stale:
             del self._done[key]
             if key not in self._req and key not in self._req_expired:
                 self._disown(key)
+        timeout = self._config.orphan_timeout_s
+        for kind, expired in (("request", self._req_expired), ("response", self._resp_expired)):
+            gone: list[_Id] = []
+            for key, entry in expired.items():
+                if entry[1] + timeout > cut or (key, kind) in self._expired_since:
+                    break
+                gone.append(key)
+            for key in gone:
+                del expired[key]
+                if kind == "request" and key not in self._done and key not in self._req:
+                    self._disown(key)
+        primed = [rid for rid, t in self._primed.items() if t <= cut]
+        for rid in primed:
+            del self._primed[rid]
+
+    # ------------------------------------------------------------------ cold state
+
+    def probe(self, events: Sequence[Event], now: float) -> list[str]:
+        """The request ids of `events` (sorted, once each) that the store may know and memory does
+        not: ids the `KeyFilter` holds whose call is neither pending, nor counted, nor timed out in
+        memory. Ask the store (`Store.lookup_cold`) and hand its answer to `prime` before
+        `process`. CPU-only; the common case (a new call, a response to a pending request) costs
+        one filter lookup.
+        """
+        self._clock(now)
+        kf = self._filter
+        if not len(kf):
+            return []
+        done, req, req_expired, primed = self._done, self._req, self._req_expired, self._primed
+        out: set[str] = set()
+        for ev in events:
+            rid = ev.request_id
+            if rid is None or rid in primed or rid in out:
+                continue
+            tenant = ev.tenant_id
+            if tenant is not None:
+                key = (tenant, rid)
+                if key in done or key in req or key in req_expired:
+                    continue
+            if rid in kf:
+                out.add(rid)
+        return sorted(out)
+
+    def prime(self, request_ids: Sequence[str], cold: ColdState, now: float) -> None:
+        """Take the store's answer about `request_ids` (what `probe` asked): the calls counted with
+        those ids become counted in memory again, the expired halves waiting again, for `hot_s`.
+        CPU-only."""
+        now = self._clock(now)
+        for entry in cold.expired:
+            key = (entry.tenant_id, entry.request_id)
+            (event,) = decode_log(entry.payload)
+            if entry.kind == "request":
+                if key in self._req_expired or key in self._done or key in self._req:
+                    continue
+                if not isinstance(event, LLMRequest):
+                    raise ValueError(f"pending request {entry.request_id!r} holds a {type(event).__name__}")
+                self._req_expired[key] = (event, entry.seen_at, -1, _window_start(event.timestamp))
+                self._own(key)
+            else:
+                if key in self._resp_expired or key in self._resp:
+                    continue
+                if not isinstance(event, LLMResponse):
+                    raise ValueError(f"pending response {entry.request_id!r} holds a {type(event).__name__}")
+                self._resp_expired[key] = (event, entry.seen_at, -1, 0)
+        for tenant, rid, counted_at in cold.counted:
+            key = (tenant, rid)
+            # a timed-out request has a record too, but its expired entry says it may still join
+            if key in self._req_expired or key in self._done or key in self._req:
+                continue
+            self._done[key] = min(counted_at, now)  # let go of at the next expiry once that is old
+            self._own(key)
+        for rid in request_ids:
+            self._primed[rid] = now
+        self._cold_lookups += len(request_ids)
 
     # ------------------------------------------------------------------ checkpoint
 
@@ -630,11 +700,15 @@ class ProcessorCore:
             counters=counters,
             watermark=self._watermark,
         )
+        if now - self._last_forget >= _FORGET_EVERY_S:  # the store forgets what left the horizon
+            result.forget_before = now - self._config.dedup_ttl_s
+            result.purge_chunks_at = now
+            self._last_forget = now
         self._windows = {}
         self._records = {}
         self._deletes = []
-        self._expired_since = []
-        self._new_done = []
+        self._expired_since = {}
+        self._new_done = {}
         self._delta = {}
         self._gen = gen + 1
         return result
@@ -654,6 +728,9 @@ class ProcessorCore:
             "expired_requests": len(self._req_expired),
             "expired_responses": len(self._resp_expired),
             "dedup_keys": len(self._done) + len(self._legacy),
+            "filter_keys": len(self._filter),
+            "cold_lookups": self._cold_lookups,
+            "filter_bytes": self._filter.size_bytes,
             "windows_open": len(self._windows),
         }
         for name in _COUNTERS:
@@ -664,6 +741,10 @@ class ProcessorCore:
     def watermark(self) -> float:
         """The highest event time seen (epoch seconds)."""
         return self._watermark
+
+
+#: How often a checkpoint asks the store to forget expired halves and dedup chunks past the horizon.
+_FORGET_EVERY_S: Final = 60.0
 
 
 def _random_id() -> str:

@@ -15,14 +15,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from llmpulse.events import Event
 from llmpulse.pipeline._errors import PipelineError
 from llmpulse.pipeline._log import EventLog, end_offsets
 from llmpulse.pipeline._processor import ProcessorConfig, ProcessorCore
 from llmpulse.pricing import Pricer
-from llmpulse.store import Checkpoint, ProcessorState
+from llmpulse.store import Checkpoint, ColdState, KeyFilter, ProcessorState
 
 _log = logging.getLogger(__name__)
 
@@ -30,16 +31,43 @@ _log = logging.getLogger(__name__)
 GROUP_CONSUMER_PREFIX = "group:"
 
 
-class CheckpointStore(Protocol):
-    """What the runner needs of a store."""
+class ColdLookup(Protocol):
+    """A store that says what it knows of request ids the processor let go of."""
 
-    def load_state(self, consumer: str, now: float) -> ProcessorState:
-        """The last committed state of `consumer`. Blocks."""
+    def lookup_cold(self, consumer: str, request_ids: Sequence[str], since: float) -> ColdState:
+        """What the store knows of `request_ids` (counted since `since`, expired halves). Blocks."""
+        ...
+
+
+class CheckpointStore(ColdLookup, Protocol):
+    """What the runner needs of a store (`llmpulse.store.Store` has it)."""
+
+    def load_state(
+        self, consumer: str, now: float, *, key_filter: KeyFilter | None = None, ttl_s: float = 0.0
+    ) -> ProcessorState:
+        """The last committed state of `consumer`; with `key_filter`, the request ids the store
+        holds go there instead of into memory. Blocks."""
         ...
 
     def commit(self, checkpoint: Checkpoint) -> object:
         """Write a checkpoint in one transaction (whatever it returns is ignored). Blocks."""
         ...
+
+
+def prime_from_store(
+    core: ProcessorCore,
+    store: ColdLookup,
+    consumer: str,
+    events: Sequence[Event],
+    now: float,
+    config: ProcessorConfig,
+) -> None:
+    """Before `core.process(events, now)`: ask the store about the request ids the core may have
+    let go of (`ProcessorCore.probe`) and hand the answer over (`prime`). One lookup at most;
+    nothing when no id needs it (the common case). Blocks on the store when it asks."""
+    rids = core.probe(events, now)
+    if rids:
+        core.prime(rids, store.lookup_cold(consumer, rids, now - config.dedup_ttl_s), now)
 
 
 class ProcessorRunner:
@@ -94,8 +122,10 @@ class ProcessorRunner:
         self._caught_up = threading.Condition()
 
     def _restore(self) -> None:
-        state = self._store.load_state(self._consumer, self._clock())
-        self._core = ProcessorCore(self._config, self._pricer, state)
+        ttl = self._config.dedup_ttl_s
+        key_filter = KeyFilter(ttl / 4)
+        state = self._store.load_state(self._consumer, self._clock(), key_filter=key_filter, ttl_s=ttl)
+        self._core = ProcessorCore(self._config, self._pricer, state, key_filter=key_filter)
         self._offsets = {p: state.offsets.get(p, 0) for p in self._log.partitions()}
         self._committed = dict(self._offsets)
 
@@ -144,6 +174,7 @@ class ProcessorRunner:
                 continue
             now = self._clock()
             for record in records:
+                prime_from_store(core, self._store, self._consumer, record.events, now, self._config)
                 core.process(record.events, now)
                 n += len(record.events)
             self._offsets[partition] = records[-1].offset + 1

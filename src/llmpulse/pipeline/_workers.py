@@ -100,9 +100,17 @@ from llmpulse.pipeline._kafka_log import (
     log_partition,
 )
 from llmpulse.pipeline._processor import ProcessorConfig, ProcessorCore
-from llmpulse.pipeline._runner import GROUP_CONSUMER_PREFIX
+from llmpulse.pipeline._runner import GROUP_CONSUMER_PREFIX, prime_from_store
 from llmpulse.pricing import Pricer
-from llmpulse.store import Checkpoint, ProcessorState, StoredWindow, StoreError, metrics_row
+from llmpulse.store import (
+    Checkpoint,
+    ColdState,
+    KeyFilter,
+    ProcessorState,
+    StoredWindow,
+    StoreError,
+    metrics_row,
+)
 from llmpulse.store._commit import StaleCheckpoint
 
 _log = logging.getLogger(__name__)
@@ -142,8 +150,15 @@ class WorkerStore(Protocol):
         """Consumer names with committed offsets. Blocks."""
         ...
 
-    def load_state(self, consumer: str, now: float) -> ProcessorState:
-        """The last committed state of `consumer`. Blocks."""
+    def load_state(
+        self, consumer: str, now: float, *, key_filter: KeyFilter | None = None, ttl_s: float = 0.0
+    ) -> ProcessorState:
+        """The last committed state of `consumer` (request ids the store holds into `key_filter`).
+        Blocks."""
+        ...
+
+    def lookup_cold(self, consumer: str, request_ids: Sequence[str], since: float) -> ColdState:
+        """What the store knows of `request_ids` (counted since `since`, expired halves). Blocks."""
         ...
 
     def commit_many(
@@ -363,7 +378,10 @@ class GroupWorker:
         name = unit_consumer(self._group, p)
         for attempt in range(attempts):
             try:
-                state = self._store.load_state(name, self._clock())
+                key_filter = KeyFilter(self._processor.dedup_ttl_s / 4)
+                state = self._store.load_state(
+                    name, self._clock(), key_filter=key_filter, ttl_s=self._processor.dedup_ttl_s
+                )
                 break
             except StoreError as exc:
                 if attempt == attempts - 1:
@@ -371,7 +389,7 @@ class GroupWorker:
                 _log.warning("loading the state of partition %d failed (%s); retrying", p, exc)
                 time.sleep(min(2.0, 0.1 * 2**attempt))
         mine = {lp: o for lp, o in state.offsets.items() if lp // 3 == p}
-        core = ProcessorCore(self._processor, self._pricer, state)
+        core = ProcessorCore(self._processor, self._pricer, state, key_filter=key_filter)
         unit = _Unit(p, name, core, dict(mine), dict(mine))
         loaded = time.monotonic()  # each topic-partition may hold the others back from now on
         unit.heard_at = {log_partition(topic, p): loaded for topic in TOPICS}
@@ -477,7 +495,9 @@ class GroupWorker:
             unit.events += released
             self._processed += released
         if batch:
-            unit.core.process(batch, self._clock())
+            now = self._clock()
+            prime_from_store(unit.core, self._store, unit.consumer, batch, now, self._processor)
+            unit.core.process(batch, now)
         self._throttle(unit)
 
     def _throttle(self, unit: _Unit) -> None:

@@ -133,9 +133,7 @@ def resolve_range(from_: str | None, to: str | None, minutes: int | None) -> tup
     if start >= end:
         raise ApiError(400, "query parameter `from` must be before `to`")
     if end - start > timedelta(minutes=MAX_MINUTES):
-        raise ApiError(
-            400, f"query parameter `from`: the range may span at most {MAX_MINUTES // 1440} days"
-        )
+        raise ApiError(400, f"query parameter `from`: the range may span at most {MAX_MINUTES // 1440} days")
     return start, end
 
 

@@ -46,6 +46,7 @@ from llmpulse.store._engine import (
     StoreUnavailable,
     create_engine_for,
 )
+from llmpulse.store._filter import KeyFilter
 from llmpulse.store._histogram import Histogram, bucket_of, merged, quantile, value_of
 from llmpulse.store._keys import ApiKey, ApiKeys
 from llmpulse.store._model import (
@@ -54,11 +55,14 @@ from llmpulse.store._model import (
     CallRecord,
     CallStatus,
     Checkpoint,
+    ColdState,
     PendingEntry,
     PendingKind,
     ProcessorState,
     WindowDelta,
     WindowKey,
+    dedup_key,
+    parse_dedup_key,
 )
 from llmpulse.store._pruner import RetentionPruner
 from llmpulse.store._query import GroupBy, StoredWindow, SummaryRow, metrics_row, rfc3339, summary_row
@@ -82,10 +86,12 @@ __all__ = [
     "CallRecord",
     "CallStatus",
     "Checkpoint",
+    "ColdState",
     "CostOrder",
     "Dimensions",
     "GroupBy",
     "Histogram",
+    "KeyFilter",
     "MigrationError",
     "PendingEntry",
     "PendingKind",
@@ -111,12 +117,14 @@ __all__ = [
     "costs",
     "create_engine_for",
     "cursor_range",
+    "dedup_key",
     "dimensions",
     "figures",
     "iter_calls",
     "merged",
     "metrics_row",
     "minute_bounds",
+    "parse_dedup_key",
     "prune",
     "quantile",
     "rfc3339",

@@ -399,6 +399,22 @@ class CheckpointWriter:
         ]
         if chunks:
             conn.execute(sa.insert(processor_dedup), chunks)
+        for cp in cps:
+            if cp.forget_before is not None:
+                conn.execute(
+                    sa.delete(processor_pending).where(
+                        processor_pending.c.consumer == cp.consumer,
+                        processor_pending.c.expired.is_(True),
+                        processor_pending.c.seen_at <= cp.forget_before,
+                    )
+                )
+            if cp.purge_chunks_at is not None:
+                conn.execute(
+                    sa.delete(processor_dedup).where(
+                        processor_dedup.c.consumer == cp.consumer,
+                        processor_dedup.c.expires_at <= cp.purge_chunks_at,
+                    )
+                )
         counters: dict[str, int] = {}
         for cp in cps:
             for name, n in cp.counters.items():

@@ -188,6 +188,9 @@ class Checkpoint:
         dedup_expires_at: epoch seconds after which `dedup_keys` may be forgotten.
         counters: server-wide counter deltas (orphan_responses, duplicates, unknown_cost, late, ...).
         watermark: the highest event time (epoch seconds) the processor has seen.
+        forget_before: when set, the consumer's expired pending entries first seen at or before it
+            are deleted (they left the dedup horizon).
+        purge_chunks_at: when set, the consumer's dedup chunks expired at it are deleted.
     """
 
     consumer: str
@@ -200,6 +203,41 @@ class Checkpoint:
     calls: dict[tuple[str, str], CallRecord] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
     watermark: float = 0.0
+    forget_before: float | None = None
+    purge_chunks_at: float | None = None
+
+
+#: Prefix of the dedup key of a counted call (``k:<len(tenant)>:<tenant><request_id>``).
+DEDUP_KEY_PREFIX: Final = "k:"
+
+
+def dedup_key(tenant_id: str, request_id: str) -> str:
+    """The dedup key of a counted call (unambiguous whatever characters the tenant holds)."""
+    return f"{DEDUP_KEY_PREFIX}{len(tenant_id)}:{tenant_id}{request_id}"
+
+
+def parse_dedup_key(key: str) -> tuple[str, str]:
+    """(tenant_id, request_id) of a `dedup_key`; `ValueError` for anything else."""
+    if key.startswith(DEDUP_KEY_PREFIX):
+        length, sep, rest = key[len(DEDUP_KEY_PREFIX) :].partition(":")
+        if sep and length.isdigit() and int(length) <= len(rest):
+            return rest[: int(length)], rest[int(length) :]
+    raise ValueError(f"unrecognised dedup key {key!r} (expected 'k:<length>:<tenant><request id>')")
+
+
+@dataclass(slots=True)
+class ColdState:
+    """What the store knows of some request ids that the processor no longer holds in memory.
+
+    Attributes:
+        counted: (tenant_id, request_id, when its record was last written on the processor's
+            clock) of calls counted within the dedup horizon.
+        expired: expired pending entries of the asking processor (timed-out requests, orphan
+            responses) still within the dedup horizon, which a late other half may resolve.
+    """
+
+    counted: list[tuple[str, str, float]] = field(default_factory=list)
+    expired: list[PendingEntry] = field(default_factory=list)
 
 
 @dataclass(slots=True)

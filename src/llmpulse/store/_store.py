@@ -18,18 +18,23 @@ import sqlalchemy as sa
 
 from llmpulse.store._commit import CheckpointWriter, written_window
 from llmpulse.store._engine import create_engine_for, migrate, translate_errors, write_transaction
+from llmpulse.store._filter import KeyFilter
 from llmpulse.store._keys import ApiKeys
 from llmpulse.store._model import (
+    DEDUP_KEY_PREFIX,
     WINDOW_SECONDS,
     Checkpoint,
+    ColdState,
     PendingEntry,
     ProcessorState,
     WindowDelta,
     WindowKey,
+    parse_dedup_key,
 )
 from llmpulse.store._query import GroupBy, StoredWindow, SummaryRow, epoch_bound, windows_select
 from llmpulse.store._ranges import plan, read_rows
 from llmpulse.store._tables import (
+    calls,
     decode_keys,
     delta_from_row,
     processor_dedup,
@@ -39,6 +44,22 @@ from llmpulse.store._tables import (
     server_counters,
     windows,
 )
+
+
+def _pending_entry(r: Mapping[Any, Any]) -> PendingEntry:
+    return PendingEntry(
+        request_id=r["request_id"],
+        kind=r["kind"],
+        payload=bytes(r["payload"]),
+        seen_at=float(r["seen_at"]),
+        expired=bool(r["expired"]),
+        tenant_id=r["tenant_id"],
+    )
+
+
+def _chunked(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
 
 
 def _key_of(row: Mapping[Any, Any]) -> WindowKey:
@@ -215,10 +236,18 @@ class Store:
                 found.setdefault(str(consumer), {})[int(partition)] = int(offset)
         return found
 
-    def load_state(self, consumer: str, now: float) -> ProcessorState:
+    def load_state(
+        self, consumer: str, now: float, *, key_filter: KeyFilter | None = None, ttl_s: float = 0.0
+    ) -> ProcessorState:
         """What `consumer` committed: offsets, pending entries, unexpired dedup keys, watermark. Blocks.
 
         Dedup chunks expired at `now` (processor clock, epoch seconds) are deleted on the way.
+
+        With `key_filter`, what the processor need not hold in memory goes into the filter instead
+        (streamed, a chunk at a time): the request id of every unexpired dedup key (until its
+        chunk's expiry) and of every expired pending entry first seen within `ttl_s` (until then);
+        `dedup_keys` stays empty and `pending` holds only the entries still waiting. The processor
+        finds the rest with `lookup_cold`.
         """
         with (
             self._serial,
@@ -241,27 +270,56 @@ class Store:
                     processor_pending.c.kind,
                 )
             )
-            state.pending = [
-                PendingEntry(
-                    request_id=r["request_id"],
-                    kind=r["kind"],
-                    payload=bytes(r["payload"]),
-                    seen_at=float(r["seen_at"]),
-                    expired=bool(r["expired"]),
-                    tenant_id=r["tenant_id"],
+            if key_filter is not None:
+                pending = pending.where(processor_pending.c.expired.is_(False))
+                expired = sa.select(processor_pending.c.request_id, processor_pending.c.seen_at).where(
+                    processor_pending.c.consumer == consumer,
+                    processor_pending.c.expired.is_(True),
+                    processor_pending.c.seen_at > now - ttl_s,
                 )
-                for r in conn.execute(pending).mappings()
-            ]
-            chunks = sa.select(processor_dedup.c["keys"]).where(
+                for rid, seen_at in conn.execution_options(yield_per=1000).execute(expired):
+                    key_filter.add(str(rid), float(seen_at) + ttl_s)
+            state.pending = [_pending_entry(r) for r in conn.execute(pending).mappings()]
+            chunks = sa.select(processor_dedup.c["keys"], processor_dedup.c.expires_at).where(
                 processor_dedup.c.consumer == consumer, processor_dedup.c.expires_at > now
             )
-            for (blob,) in conn.execute(chunks):
-                state.dedup_keys.update(decode_keys(bytes(blob)))
+            for blob, expires_at in conn.execution_options(yield_per=100).execute(chunks):
+                keys = decode_keys(bytes(blob))
+                if key_filter is None:
+                    state.dedup_keys.update(keys)
+                    continue
+                for key in keys:
+                    if key.startswith(DEDUP_KEY_PREFIX):
+                        key_filter.add(parse_dedup_key(key)[1], float(expires_at))
+                    else:  # a key of the previous format: kept in memory until it expires
+                        state.dedup_keys.add(key)
             watermark = conn.execute(
                 sa.select(processor_meta.c.watermark).where(processor_meta.c.consumer == consumer)
             ).scalar()
             state.watermark = float(watermark) if watermark is not None else 0.0
             return state
+
+    def lookup_cold(self, consumer: str, request_ids: Sequence[str], since: float) -> ColdState:
+        """What the store knows of `request_ids`: the calls counted with those ids whose record was
+        written after `since` (processor clock), and `consumer`'s expired pending entries of those
+        ids first seen after `since`. One query per 500 ids for each. Blocks."""
+        found = ColdState()
+        with self._reading("looking up request ids") as conn:
+            for chunk in _chunked(sorted(set(request_ids)), 500):
+                counted = sa.select(calls.c.tenant_id, calls.c.request_id, calls.c.updated_at).where(
+                    calls.c.request_id.in_(chunk), calls.c.updated_at > since
+                )
+                found.counted.extend((str(t), str(r), float(u)) for t, r, u in conn.execute(counted))
+                expired = sa.select(processor_pending).where(
+                    processor_pending.c.consumer == consumer,
+                    processor_pending.c.request_id.in_(chunk),
+                    processor_pending.c.expired.is_(True),
+                    processor_pending.c.seen_at > since,
+                )
+                found.expired.extend(_pending_entry(r) for r in conn.execute(expired).mappings())
+        found.counted.sort()
+        found.expired.sort(key=lambda e: (e.seen_at, e.tenant_id, e.request_id, e.kind))
+        return found
 
     @contextlib.contextmanager
     def _reading(self, action: str) -> Iterator[sa.Connection]:

@@ -155,6 +155,10 @@ processor_pending = sa.Table(
     sa.Column("seen_at", sa.Double, nullable=False),
     sa.Column("expired", sa.Boolean, nullable=False),
 )
+#: `Store.lookup_cold` reads a consumer's pending entries by request id, whatever their tenant.
+sa.Index(
+    "ix_processor_pending_consumer_request", processor_pending.c.consumer, processor_pending.c.request_id
+)
 
 processor_dedup = sa.Table(
     "processor_dedup",
@@ -251,6 +255,7 @@ def row_values(delta: WindowDelta) -> dict[str, Any]:
     values["latency_hist"] = encode_hist(delta.latency_hist)
     values["ttft_hist"] = encode_hist(delta.ttft_hist)
     return values
+
 
 #: Retention (`llmpulse.store._retention`) deletes the aggregates' oldest rows in batches in this
 #: index's order (their primary key starts with ``tenant_id``); migration 0005 creates them.
