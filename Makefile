@@ -19,6 +19,10 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@ $(VENV)/.installed-all
 
+$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[bench]'
+	touch $@ $(VENV)/.installed-test $(VENV)/.installed-all
+
 run: $(VENV)/.installed-all
 	$(BIN)/llmpulse serve --demo --host $(HOST) --port $(PORT)
 
@@ -42,7 +46,7 @@ FUZZ_EXAMPLES ?= 1000
 fuzz: $(VENV)/.installed-test
 	LLMPULSE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q --timeout=1800 tests/server/test_fuzz.py
 
-bench: $(VENV)/.installed-test
+bench: $(VENV)/.installed-bench
 	$(BIN)/python -m bench
 
 clean:

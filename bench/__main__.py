@@ -1,7 +1,8 @@
 """`python -m bench` (`make bench`): every benchmark, each beside its reference, in one run.
 
 Set `BENCH_PAIRS` to change the size (default: 1M pairs, 2M events, for each); `BENCH_SDK_EVENTS`
-and `BENCH_EXPORTER_EVENTS` size the SDK and exporter benchmarks.
+and `BENCH_EXPORTER_EVENTS` size the SDK and exporter benchmarks, `BENCH_HISTORY_CALLS` (and
+`BENCH_HISTORY_USERS`, `BENCH_HISTORY_DAYS`) the history benchmark.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from bench import exporters, ingest, processor, scaled, sdk
+from bench import exporters, history, ingest, processor, scaled, sdk
 
 
 def main() -> int:
@@ -21,6 +22,7 @@ def main() -> int:
         "sdk": sdk.run(),
         "exporters": exporters.run(),
         "scaled": scaled.run(),
+        "history": history.run(),
     }
     out = Path(__file__).parent / "out"
     out.mkdir(exist_ok=True)
