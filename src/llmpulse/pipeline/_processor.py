@@ -372,8 +372,8 @@ class ProcessorCore:
         owners = self._owners
         legacy = self._legacy
         new_done = self._new_done
-        remember = self._filter.add
-        forget_at = now + self._config.dedup_ttl_s
+        counted: list[str] = []  # request ids counted in this call: into the filter at the end
+        remember = counted.append
         records = self._records
         deletes = self._deletes
         windows = self._windows
@@ -423,7 +423,7 @@ class ProcessorCore:
                     self._correct_timeout(req, ws, ev, late_cut, now)
                     done[key] = now
                     new_done[key] = None
-                    remember(rid, forget_at)
+                    remember(rid)
                     joined += 1
                     continue
                 req, _, req_gen, ws = req_entry
@@ -474,7 +474,7 @@ class ProcessorCore:
                         continue
                     done[key] = now
                     new_done[key] = None
-                    remember(call_id, forget_at)
+                    remember(call_id)
                     self._own(key)
                 t = ev.timestamp.timestamp()
                 if t > wm:
@@ -489,7 +489,7 @@ class ProcessorCore:
             # count the joined pair `req` + `resp` (identity `key`) in the window starting at `ws`
             done[key] = now
             new_done[key] = None
-            remember(rid, forget_at)
+            remember(rid)
             joined += 1
             model = req.model
             wkey = (key[0], req.route, model, ws)
@@ -537,6 +537,7 @@ class ProcessorCore:
                 late += 1
             records[key] = pair_record(req, resp, cost, now, req.timestamp.timestamp())
         self._watermark = wm
+        self._filter.add_many(counted, now + self._config.dedup_ttl_s)
         self._count("events", len(events))
         self._count("duplicates", duplicates)
         self._count("joined", joined)
@@ -609,13 +610,16 @@ class ProcessorCore:
         not: ids the `KeyFilter` holds whose call is neither pending, nor counted, nor timed out in
         memory. Ask the store (`Store.lookup_cold`) and hand its answer to `prime` before
         `process`. CPU-only; the common case (a new call, a response to a pending request) costs
-        one filter lookup.
+        one filter lookup. A response that names no tenant is resolved among the tenants memory
+        holds for its id when there are any (those that used it within `hot_s` or still wait on it),
+        and through the store only when there are none.
         """
         self._clock(now)
         kf = self._filter
         if not len(kf):
             return []
         done, req, req_expired, primed = self._done, self._req, self._req_expired, self._primed
+        owners = self._owners
         out: set[str] = set()
         for ev in events:
             rid = ev.request_id
@@ -626,6 +630,8 @@ class ProcessorCore:
                 key = (tenant, rid)
                 if key in done or key in req or key in req_expired:
                     continue
+            elif rid in owners:
+                continue  # a response naming no tenant, of an id a tenant in memory uses
             if rid in kf:
                 out.add(rid)
         return sorted(out)

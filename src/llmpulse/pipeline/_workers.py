@@ -496,7 +496,17 @@ class GroupWorker:
             self._processed += released
         if batch:
             now = self._clock()
-            prime_from_store(unit.core, self._store, unit.consumer, batch, now, self._processor)
+            try:
+                prime_from_store(unit.core, self._store, unit.consumer, batch, now, self._processor)
+            except StoreError as exc:
+                # the batch cannot be counted without the store's answer: start the unit again from
+                # its committed state (the batch is fetched again), as after a failed commit
+                self._failures += 1
+                _log.error(
+                    "looking up partition %d's request ids failed (%s); reloading it", unit.partition, exc
+                )
+                self._reload(unit)
+                return
             unit.core.process(batch, now)
         self._throttle(unit)
 

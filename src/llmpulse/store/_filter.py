@@ -16,6 +16,7 @@ checks few filters (one or two per generation at a steady rate). CPU-only; not t
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Final
 
 from rbloom import Bloom
@@ -50,23 +51,33 @@ class KeyFilter:
 
     def add(self, key: str, expires_at: float) -> None:
         """Remember `key` until `expires_at` (epoch seconds)."""
+        self.add_many((key,), expires_at)
+
+    def add_many(self, keys: Sequence[str], expires_at: float) -> None:
+        """Remember every key of `keys` until `expires_at` (one pass in the Bloom filter's own code)."""
+        if not keys:
+            return
         gen = int(expires_at // self._span)
         found = self._generations.get(gen)
         if found is None:
             size = max(self._capacity, self._last_size * 5 // 4)
-            bloom = Bloom(size, FALSE_POSITIVE_RATE)
-            found = self._generations[gen] = ([bloom], [0, size, 0])
+            found = self._generations[gen] = ([Bloom(size, FALSE_POSITIVE_RATE)], [0, size, 0])
             self._refresh()
         filters, count = found
-        if count[0] >= count[1]:
-            count[1] *= 2
-            filters.append(Bloom(count[1], FALSE_POSITIVE_RATE))
-            count[0] = 0
-            self._refresh()
-        filters[-1].add(key)
-        count[0] += 1
-        count[2] += 1
-        self._keys += 1
+        start = 0
+        while start < len(keys):
+            if count[0] >= count[1]:
+                count[1] *= 2
+                filters.append(Bloom(count[1], FALSE_POSITIVE_RATE))
+                count[0] = 0
+                self._refresh()
+            room = count[1] - count[0]
+            chunk = keys[start : start + room]
+            filters[-1].update(chunk)
+            count[0] += len(chunk)
+            count[2] += len(chunk)
+            self._keys += len(chunk)
+            start += len(chunk)
 
     def _refresh(self) -> None:
         self._filters = [b for g in sorted(self._generations, reverse=True) for b in self._generations[g][0]]
