@@ -125,7 +125,7 @@ SINGLE_CONSUMER: Final = "kafka"
 FINAL_GRACE_S: Final = 60.0
 _BATCH: Final = 2_000
 #: Longest a unit's messages wait for another of its topic-partitions that may bring earlier ones.
-_HOLD_S: Final = 2.0
+_HOLD_S: Final = 5.0
 #: Held messages of one topic-partition above which it is paused (resumed at half).
 _MAX_HELD: Final = 20_000
 _LOAD_ATTEMPTS: Final = 8
