@@ -21,8 +21,9 @@ from llmpulse.store._store import Store
 
 _log = logging.getLogger(__name__)
 
-#: Seconds the pruner waits between two delete batches (the database is free for other writers).
-DEFAULT_PAUSE_S: Final = 0.02
+#: Seconds the pruner waits between two delete batches (the database is free for other writers; this
+#: process's writers, queued on `Store.write_lock`, get it at once).
+DEFAULT_PAUSE_S: Final = 0.002
 #: The longest a delete batch should take: the longest the processor's commit waits for one on SQLite.
 DEFAULT_MAX_BATCH_S: Final = 0.005
 
@@ -34,7 +35,7 @@ class RetentionPruner:
         store: the store to prune (not closed by the pruner).
         policy: retention and batch size; ``interval_s`` must be positive to `start`.
         clock: wall clock in epoch seconds, what retention is measured against.
-        pause_s: seconds to wait between two delete batches, at least (twice the last batch's
+        pause_s: seconds to wait between two delete batches, at least (half the last batch's
             duration when that is longer: a writer that waited for it gets in before the next).
         max_batch_s: on SQLite, batches shrink below ``policy.batch_rows`` while their delete
             takes longer than this (Postgres batches are always ``batch_rows``).
@@ -115,9 +116,9 @@ class RetentionPruner:
             wait = self._policy.interval_s
 
     def _between_batches(self, took_s: float) -> bool:
-        # SQLite's busy handler sleeps longer the longer a writer has waited (up to 100 ms): after
-        # a slow batch, pause long enough for one that waited through it to wake and get the lock
-        return not self._stop.wait(max(self._pause_s, 2 * took_s))
+        # the processor's commits queue on the store's write lock and get it as soon as a batch
+        # ends; a pause of half the batch leaves the database to other writers a third of the time
+        return not self._stop.wait(max(self._pause_s, took_s / 2))
 
     def run_once(self) -> PruneResult:
         """Prune now (against the clock), pausing between batches; stops early once `stop` is called.

@@ -287,6 +287,7 @@ class _Batches:
         # the store's own lock: an in-memory SQLite store has one connection shared by every thread
         with (
             self._store._serial,
+            self._store.write_lock,
             translate_errors(f"pruning {table}"),
             write_transaction(self._store.engine) as conn,
         ):

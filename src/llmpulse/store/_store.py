@@ -86,6 +86,12 @@ class Store:
         self._serial: contextlib.AbstractContextManager[Any] = (
             threading.RLock() if memory else contextlib.nullcontext()
         )
+        # SQLite has one writer at a time: writers of this process (the processor's commits, the
+        # retention pruner's batches) queue on this lock instead of in SQLite's busy handler, which
+        # sleeps in steps of up to 100 ms, so a commit waits no longer than the batch under way
+        self._write_lock: contextlib.AbstractContextManager[Any] = (
+            threading.Lock() if self._dialect == "sqlite" and not memory else contextlib.nullcontext()
+        )
         self._writer = CheckpointWriter(engine.dialect)
         self._keys = ApiKeys(engine, self._serial)
         self._windows_written = 0
@@ -107,6 +113,12 @@ class Store:
             engine.dispose()
             raise
         return cls(engine)
+
+    @property
+    def write_lock(self) -> contextlib.AbstractContextManager[Any]:
+        """Held around a write transaction by this process's writers that take turns (on a SQLite
+        file: a lock; elsewhere a no-op). Blocks while another holds it."""
+        return self._write_lock
 
     @property
     def engine(self) -> sa.Engine:
@@ -193,6 +205,7 @@ class Store:
             return []
         with (
             self._serial,
+            self._write_lock,
             translate_errors("committing a checkpoint"),
             write_transaction(self._engine) as conn,
         ):
