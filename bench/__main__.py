@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from bench import exporters, history, ingest, processor, scaled, sdk
+from bench import exporters, history, ingest, processor, scaled, sdk, soak
 
 
 def main() -> int:
@@ -23,6 +23,7 @@ def main() -> int:
         "exporters": exporters.run(),
         "scaled": scaled.run(),
         "history": history.run(),
+        "soak": soak.run(),
     }
     out = Path(__file__).parent / "out"
     out.mkdir(exist_ok=True)
