@@ -179,7 +179,7 @@ class ProcessorCore:
         self._legacy: set[str] = set()
         self._legacy_until = math.inf
         self._new_done: dict[_Id, None] = {}
-        self._filter = key_filter if key_filter is not None else KeyFilter(config.dedup_ttl_s / 4)
+        self._filter = key_filter if key_filter is not None else KeyFilter(config.dedup_ttl_s / 2)
         self._primed: dict[str, float] = {}
         self._restored: list[str] = []
         self._cold_lookups = 0

@@ -123,7 +123,7 @@ class ProcessorRunner:
 
     def _restore(self) -> None:
         ttl = self._config.dedup_ttl_s
-        key_filter = KeyFilter(ttl / 4)
+        key_filter = KeyFilter(ttl / 2)
         state = self._store.load_state(self._consumer, self._clock(), key_filter=key_filter, ttl_s=ttl)
         self._core = ProcessorCore(self._config, self._pricer, state, key_filter=key_filter)
         self._offsets = {p: state.offsets.get(p, 0) for p in self._log.partitions()}

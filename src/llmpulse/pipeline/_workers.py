@@ -378,7 +378,7 @@ class GroupWorker:
         name = unit_consumer(self._group, p)
         for attempt in range(attempts):
             try:
-                key_filter = KeyFilter(self._processor.dedup_ttl_s / 4)
+                key_filter = KeyFilter(self._processor.dedup_ttl_s / 2)
                 state = self._store.load_state(
                     name, self._clock(), key_filter=key_filter, ttl_s=self._processor.dedup_ttl_s
                 )
