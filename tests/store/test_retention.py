@@ -17,6 +17,7 @@ from llmpulse.store import (
     WindowKey,
     prune,
 )
+from llmpulse.store._retention import MIN_BATCH_ROWS
 from llmpulse.store._tables import calls, rollups_day, rollups_hour, windows
 from tests.store.conftest import make_delta, make_record
 
@@ -162,13 +163,14 @@ def test_between_batches_returning_false_stops_after_that_batch(store: Store) ->
 def test_batches_shrink_while_slower_than_max_batch_s(store: Store) -> None:
     store.commit(
         Checkpoint(
-            "c", calls={("acme", f"r{i}"): make_record("acme", f"r{i}", started_at=1.0) for i in range(10)}
+            "c", calls={("acme", f"r{i}"): make_record("acme", f"r{i}", started_at=1.0) for i in range(1000)}
         )
     )
-    # every batch is slower than a nanosecond: after the first (4 rows) they shrink to one row
-    result = prune(store, POLICY, NOW, batch_rows=4, max_batch_s=1e-9)
-    assert result.deleted["calls"] == 10
-    assert result.batches == 1 + 6
+    # every batch is slower than a nanosecond: after the first (400 rows) they shrink, but never
+    # below MIN_BATCH_ROWS (a batch's fixed cost would otherwise stall the prune)
+    result = prune(store, POLICY, NOW, batch_rows=400, max_batch_s=1e-9)
+    assert result.deleted["calls"] == 1000
+    assert result.batches == 1 + 600 // MIN_BATCH_ROWS
     with pytest.raises(ValueError, match="max_batch_s"):
         prune(store, POLICY, NOW, max_batch_s=0)
 

@@ -1,7 +1,7 @@
 """`RetentionPruner`: runs `prune` every ``policy.interval_s`` on a background thread.
 
 On SQLite, where every writer waits for the one transaction under way, batches take about
-`max_batch_s` at most (5 ms: fewer rows than ``policy.batch_rows`` when rows are slow to delete, as
+`max_batch_s` at most (20 ms: fewer rows than ``policy.batch_rows`` when rows are slow to delete, as
 call records are: their random request ids put each row's key on its own index page). Between two
 batches the pruner waits `pause_s` on its stop event, so other writers (the processor's commits) get
 the database between short delete transactions, and `stop` ends a prune in progress after the batch
@@ -25,7 +25,7 @@ _log = logging.getLogger(__name__)
 #: process's writers, queued on `Store.write_lock`, get it at once).
 DEFAULT_PAUSE_S: Final = 0.002
 #: The longest a delete batch should take: the longest the processor's commit waits for one on SQLite.
-DEFAULT_MAX_BATCH_S: Final = 0.005
+DEFAULT_MAX_BATCH_S: Final = 0.02
 
 
 class RetentionPruner:

@@ -259,11 +259,16 @@ class _Stopped(Exception):
 _ROWS: Final = "batch_rows"
 
 
+#: The fewest rows a shrunk batch deletes (see `_Batches`).
+MIN_BATCH_ROWS: Final = 100
+
+
 class _Batches:
     """Runs delete statements one short write transaction each, timing them and asking to go on.
 
     With a `max_batch_s`, the rows of the next batch follow the last batch's duration: cut in
-    proportion when it took longer, doubled (up to `cap`) when it took under half of it.
+    proportion when it took longer (to `MIN_BATCH_ROWS` at the fewest), doubled (up to `cap`) when
+    it took under half of it.
     """
 
     def __init__(
@@ -296,7 +301,9 @@ class _Batches:
         took = time.perf_counter() - started
         if self._max_s is not None:
             if took > self._max_s:
-                self.rows = max(1, int(asked * self._max_s / took))
+                # never below a floor: a batch's fixed cost (the commit, a WAL checkpoint, pages
+                # read from disk) would otherwise shrink it to a row or two and stall the prune
+                self.rows = max(min(MIN_BATCH_ROWS, self._cap), int(asked * self._max_s / took))
             elif took < self._max_s / 2 and deleted == asked:
                 self.rows = min(self._cap, asked * 2)
         if deleted:
