@@ -29,7 +29,9 @@ interval) × bytes per record. The log keeps consumed records ``LLMPULSE_RETENTI
 seconds. ``BENCH_SOAK_KEEP_S=0`` stamps events at "now" with the default retention (30 days: no call
 record expires, the store grows by its bytes per record). Either way the run ends by measuring the
 call records' bytes per record (table and indexes, `dbstat`) and prints the store a 30-day retention
-would hold in steady state: calls/s × 30 days × bytes per record.
+would hold in steady state: calls/s × 30 days × bytes per record; and the call records written,
+those that had expired by the end (arrived more than K seconds before it) and those deleted, flagged
+when the pruner deleted fewer than half of the expired ones.
 """
 
 from __future__ import annotations
@@ -387,9 +389,14 @@ def _figures(feed: _Feed, n_events: int, keep_s: int, records: dict[str, Any]) -
     samples = feed.samples
     last, quarter = samples[-1], _at(samples, n_events // 4)
     seconds = last.elapsed_s
-    calls_per_s = _records(feed.drained) / feed.drained_s
+    written = _records(feed.drained)
+    calls_per_s = written / feed.drained_s
     per_record = records["bytes_per_record"]
     return {
+        # what the pruner should have deleted by the end (arrived more than K s before it), and did
+        "call_records_written": written,
+        "call_records_expired_estimate": calls_per_s * max(0.0, feed.drained_s - keep_s) if keep_s else 0.0,
+        "call_records_deleted": max(0, written - records["rows"]),
         "events": last.events,
         "quarter_events": quarter.events,
         "seconds": seconds,
@@ -433,6 +440,10 @@ def _report(out: dict[str, Any], keep_s: int) -> None:
           f"indexes); store file {rec['file_pages'] * rec['page_size'] / 2**20:,.0f} MiB, of it "
           f"{rec['free_pages'] * rec['page_size'] / 2**20:,.0f} MiB free pages")  # fmt: skip
     if keep_s:
+        expired, deleted = out["call_records_expired_estimate"], out["call_records_deleted"]
+        behind = "  <- the pruner is falling behind" if deleted < expired / 2 else ""
+        print(f"  call records written {out['call_records_written']:,}, expired by the end ~{expired:,.0f}, "
+              f"deleted ~{deleted:,}{behind}")  # fmt: skip
         print(f"  steady state expected: {out['call_records_per_s']:,.0f} calls/s × ({keep_s} + "
               f"{PRUNE_INTERVAL_S}) s × {per_record:,.0f} B = {_mib(out['steady_state_bytes']):,.0f} MiB "
               f"of call records")  # fmt: skip
@@ -465,6 +476,9 @@ def run(
         try:
             _wait_http(server.port, server.proc)
             idle = _proc_status(server.proc.pid)["VmRSS"]
+            print("  RSS: the server's VmRSS (anon: RssAnon); store, log: their .db + -wal files; pending, "
+                  "dedup, filter: /health's processor; prunes, calls pruned: the pruner's completed runs; "
+                  "log pruned: log records deleted")  # fmt: skip
             _print_header()
             feed = asyncio.run(_feed(server, n_events, sample_every, keep_s))
         except BaseException:

@@ -71,5 +71,8 @@ def test_the_ratios_and_the_disk_figures_are_reported(results: dict[str, Any]) -
     assert records["rows"] > EVENTS // 3
     assert _positive(records["bytes_per_record"])
     assert records["free_pages"] <= records["file_pages"]
+    assert results["call_records_written"] >= records["rows"]
+    assert results["call_records_deleted"] == results["call_records_written"] - records["rows"]
+    assert results["call_records_expired_estimate"] == 0  # the run is shorter than a record lives
     assert results["server_env"]["LLMPULSE_RETENTION_LOG_S"] == str(soak.LOG_KEEP_S)
     assert results["server_env"]["LLMPULSE_RETENTION_CALLS_DAYS"] == "1"
