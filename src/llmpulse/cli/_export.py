@@ -36,12 +36,13 @@ import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Annotated, Any, Final, NoReturn, Protocol
+from typing import IO, Annotated, Any, Final, Protocol
 
 import msgspec
 
 from llmpulse.cli._common import Subcommands, err_console, non_negative_float, positive_int, progress
 from llmpulse.cli._http import CliError
+from llmpulse.cli._store import open_store, usage
 from llmpulse.store import (
     CALL_FIELDS,
     CALL_STATUSES,
@@ -63,7 +64,6 @@ DEFAULT_RANGE: Final = timedelta(days=30)
 #: Records read and written at a time (``--page-size``).
 DEFAULT_PAGE_SIZE: Final = 1000
 #: The store when neither ``--db`` nor an environment variable names one (as ``llmpulse serve``).
-DEFAULT_DB_URL: Final = "sqlite:///llmpulse.db"
 #: The exact-match filters: (flag, `CallFilter` field).
 FILTER_FLAGS: Final = (
     ("--route", "route"),
@@ -140,11 +140,6 @@ def rfc3339_arg(text: str) -> datetime:
     if value.year < EARLIEST_YEAR:
         raise argparse.ArgumentTypeError(f"expected a time from {EARLIEST_YEAR} on, got {text!r}")
     return value
-
-
-def _usage(args: argparse.Namespace, message: str) -> NoReturn:
-    args.parser.error(message)
-    raise SystemExit(2)  # not reached: the parser exits
 
 
 def call_filter(args: argparse.Namespace, now: datetime) -> CallFilter:
@@ -304,17 +299,6 @@ def _one_line(exc: Exception) -> str:
     return " ".join(str(exc).split())
 
 
-def _open_store(args: argparse.Namespace) -> Store:
-    # the same order as ServerSettings.from_env, without importing the server (a second of start-up)
-    url = args.db or os.environ.get("LLMPULSE_DB") or os.environ.get("POSTGRES_DSN") or DEFAULT_DB_URL
-    try:
-        return Store.open(url)
-    except ValueError as exc:
-        _usage(args, str(exc))
-    except StoreError as exc:
-        raise CliError(f"cannot open the store {url}: {_one_line(exc)}") from None
-
-
 @contextlib.contextmanager
 def _output(path: str | None) -> Iterator[IO[bytes]]:
     """stdout, or a temporary file beside `path` renamed onto it once the export is complete (a
@@ -351,17 +335,17 @@ def run(args: argparse.Namespace) -> int:
         now = datetime.now(UTC)
         flt = call_filter(args, now)
     except ValueError as exc:
-        _usage(args, str(exc))
+        usage(args, str(exc))
     to_stdout = args.out is None or args.out == "-"
     if args.format == "parquet":
         if to_stdout:
-            _usage(args, "--format parquet needs a file: pass --out FILE")
+            usage(args, "--format parquet needs a file: pass --out FILE")
         if _pyarrow_missing():
-            _usage(args, "--format parquet needs pyarrow: pip install 'llmpulse[export]'")
+            usage(args, "--format parquet needs pyarrow: pip install 'llmpulse[export]'")
     console = err_console()
     show = not args.quiet and console.is_terminal
     destination = "stdout" if to_stdout else args.out
-    with _open_store(args) as store, contextlib.ExitStack() as stack:
+    with open_store(args) as store, contextlib.ExitStack() as stack:
         on_page: Callable[[int], None] | None = None
         if show:
             bar = stack.enter_context(progress(console))

@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from datetime import datetime
-from typing import Any, NoReturn
+from typing import Any
 
 from llmpulse.cli._common import Subcommands
 from llmpulse.cli._http import CliError
-from llmpulse.store import ApiKey, Store, StoreError
+from llmpulse.cli._store import open_store, usage
+from llmpulse.store import ApiKey, StoreError
 
 #: The store when neither ``--db`` nor an environment variable names one (as ``llmpulse serve``).
-DEFAULT_DB_URL = "sqlite:///llmpulse.db"
 
 
 def add_parser(sub: Subcommands) -> None:
@@ -55,34 +54,17 @@ def add_parser(sub: Subcommands) -> None:
     revoke.set_defaults(func=run_revoke, parser=revoke)
 
 
-def _usage(args: argparse.Namespace, message: str) -> NoReturn:
-    """Exit with status 2 and the one-line usage error."""
-    args.parser.error(message)
-    raise SystemExit(2)  # not reached: the parser exits
-
-
-def _open(args: argparse.Namespace) -> Store:
-    # the same order as ServerSettings.from_env, without importing the server (a second of start-up)
-    url = args.db or os.environ.get("LLMPULSE_DB") or os.environ.get("POSTGRES_DSN") or DEFAULT_DB_URL
-    try:
-        return Store.open(url)
-    except ValueError as exc:
-        _usage(args, str(exc))
-    except StoreError as exc:
-        raise CliError(f"cannot open the store {url}: {exc}") from None
-
-
 def _time(value: datetime | None) -> str:
     return "-" if value is None else value.strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def run_create(args: argparse.Namespace) -> int:
     """Create a key and print it last, alone on its line. Blocks (the store)."""
-    with _open(args) as store:
+    with open_store(args) as store:
         try:
             info, key = store.keys.create(args.tenant)
         except ValueError as exc:
-            _usage(args, str(exc))
+            usage(args, str(exc))
         except StoreError as exc:
             raise CliError(f"cannot create the key: {exc}") from None
     print(f"created API key {info.key_id} for tenant {info.tenant_id!r}", file=sys.stderr)
@@ -107,7 +89,7 @@ def _row(info: ApiKey) -> dict[str, Any]:
 
 def run_list(args: argparse.Namespace) -> int:
     """Print every key's id, tenant, creation, last use and revocation (never the key). Blocks."""
-    with _open(args) as store:
+    with open_store(args) as store:
         try:
             keys = store.keys.all(args.tenant)
         except StoreError as exc:
@@ -136,7 +118,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 def run_revoke(args: argparse.Namespace) -> int:
     """Revoke the key `args.key_id`; exit status 1 when no key has that id. Blocks."""
-    with _open(args) as store:
+    with open_store(args) as store:
         try:
             info = store.keys.revoke(args.key_id)
         except StoreError as exc:

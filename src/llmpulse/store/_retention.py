@@ -288,17 +288,14 @@ class _Batches:
         was full (more may be left). Raises `_Stopped` when it deleted rows and `between_batches`
         says stop."""
         asked = self.rows
-        started = time.perf_counter()
         # the store's own lock: an in-memory SQLite store has one connection shared by every thread
-        with (
-            self._store._serial,
-            self._store.write_lock,
-            translate_errors(f"pruning {table}"),
-            write_transaction(self._store.engine) as conn,
-        ):
-            deleted = int(conn.execute(stmt, {_ROWS: asked}).rowcount)
-        # BEGIN to COMMIT: on SQLite the commit writes the changed pages to the WAL under the lock
-        took = time.perf_counter() - started
+        with self._store._serial, self._store.write_lock:
+            # timed once the lock is held: waiting for another writer's commit is not the batch's cost
+            started = time.perf_counter()
+            with translate_errors(f"pruning {table}"), write_transaction(self._store.engine) as conn:
+                deleted = int(conn.execute(stmt, {_ROWS: asked}).rowcount)
+            # BEGIN to COMMIT: on SQLite the commit writes the changed pages to the WAL under the lock
+            took = time.perf_counter() - started
         if self._max_s is not None:
             if took > self._max_s:
                 # never below a floor: a batch's fixed cost (the commit, a WAL checkpoint, pages
