@@ -34,8 +34,11 @@ Rules (see issue 2):
   calls in windows). A contribution to a window is late when, as it is counted, the window's end is at
   or before `watermark - allowed_lateness_s`; it is counted anyway, and `late` (window) and
   `counters["late_events"]` record it. Timeouts are not arrivals and are never late.
-* Expired pending entries and dedup keys are forgotten `dedup_ttl_s` after they were first seen or
-  completed (keys restored from a checkpoint are timed from the first call after the restart).
+* Expired pending entries and dedup keys are recognised for `dedup_ttl_s` after they were first seen
+  or counted. Memory holds them for `hot_s` once committed; after that the `KeyFilter` holds their
+  request ids and `probe`/`prime` bring them back from the store (which forgets them past the
+  horizon: `Checkpoint.forget_before`). Keys restored without a time are timed from the first call
+  after the restart.
 
 The processor's clock is made monotonic (a `now` earlier than one already seen counts as that one).
 """
@@ -134,6 +137,12 @@ class ProcessorConfig:
             raise ValueError(f"hot_s must be >= 0, got {self.hot_s!r}")
 
 
+def new_key_filter(config: ProcessorConfig) -> KeyFilter:
+    """An empty `KeyFilter` for a core of `config`: generations of half the dedup TTL (a lookup
+    checks two or three of them; ids are kept up to half a TTL past their expiry)."""
+    return KeyFilter(config.dedup_ttl_s / 2)
+
+
 def _window_start(ts: datetime) -> int:
     return int(ts.timestamp() // _W) * _W
 
@@ -179,7 +188,7 @@ class ProcessorCore:
         self._legacy: set[str] = set()
         self._legacy_until = math.inf
         self._new_done: dict[_Id, None] = {}
-        self._filter = key_filter if key_filter is not None else KeyFilter(config.dedup_ttl_s / 2)
+        self._filter = key_filter if key_filter is not None else new_key_filter(config)
         self._primed: dict[str, float] = {}
         self._restored: list[str] = []
         self._cold_lookups = 0
@@ -723,7 +732,9 @@ class ProcessorCore:
         """Sizes of the pending state and cumulative counters since this core started. CPU-only.
 
         Keys: ``pending_requests``, ``pending_responses``, ``expired_requests``, ``expired_responses``,
-        ``dedup_keys``, ``windows_open`` (windows changed since the last checkpoint), and the counters
+        ``dedup_keys`` (held in memory), ``filter_keys`` and ``filter_bytes`` (the `KeyFilter`),
+        ``cold_lookups`` (request ids asked of the store), ``windows_open`` (windows changed since
+        the last checkpoint), and the counters
         ``events``, ``joined``, ``calls``, ``duplicates``, ``timeouts``, ``timeouts_corrected``,
         ``orphan_responses``, ``orphan_responses_resolved``, ``ambiguous_responses``,
         ``late_events``, ``unknown_cost``.

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from llmpulse.events import Event
 from llmpulse.pipeline._errors import PipelineError
 from llmpulse.pipeline._log import EventLog, end_offsets
-from llmpulse.pipeline._processor import ProcessorConfig, ProcessorCore
+from llmpulse.pipeline._processor import ProcessorConfig, ProcessorCore, new_key_filter
 from llmpulse.pricing import Pricer
 from llmpulse.store import Checkpoint, ColdState, KeyFilter, ProcessorState
 
@@ -39,8 +39,8 @@ class ColdLookup(Protocol):
         ...
 
 
-class CheckpointStore(ColdLookup, Protocol):
-    """What the runner needs of a store (`llmpulse.store.Store` has it)."""
+class WorkerStateStore(ColdLookup, Protocol):
+    """A store a processor restores its state from (`llmpulse.store.Store` is one)."""
 
     def load_state(
         self, consumer: str, now: float, *, key_filter: KeyFilter | None = None, ttl_s: float = 0.0
@@ -49,9 +49,27 @@ class CheckpointStore(ColdLookup, Protocol):
         holds go there instead of into memory. Blocks."""
         ...
 
+
+class CheckpointStore(WorkerStateStore, Protocol):
+    """What the runner needs of a store (`llmpulse.store.Store` has it)."""
+
     def commit(self, checkpoint: Checkpoint) -> object:
         """Write a checkpoint in one transaction (whatever it returns is ignored). Blocks."""
         ...
+
+
+def restore_core(
+    store: WorkerStateStore,
+    consumer: str,
+    now: float,
+    config: ProcessorConfig,
+    pricer: Pricer,
+) -> tuple[ProcessorState, ProcessorCore]:
+    """Load `consumer`'s committed state and a core resumed from it, the request ids the store holds
+    streamed into the core's `KeyFilter` rather than into memory. Blocks on the store."""
+    key_filter = new_key_filter(config)
+    state = store.load_state(consumer, now, key_filter=key_filter, ttl_s=config.dedup_ttl_s)
+    return state, ProcessorCore(config, pricer, state, key_filter=key_filter)
 
 
 def prime_from_store(
@@ -122,10 +140,9 @@ class ProcessorRunner:
         self._caught_up = threading.Condition()
 
     def _restore(self) -> None:
-        ttl = self._config.dedup_ttl_s
-        key_filter = KeyFilter(ttl / 2)
-        state = self._store.load_state(self._consumer, self._clock(), key_filter=key_filter, ttl_s=ttl)
-        self._core = ProcessorCore(self._config, self._pricer, state, key_filter=key_filter)
+        state, self._core = restore_core(
+            self._store, self._consumer, self._clock(), self._config, self._pricer
+        )
         self._offsets = {p: state.offsets.get(p, 0) for p in self._log.partitions()}
         self._committed = dict(self._offsets)
 

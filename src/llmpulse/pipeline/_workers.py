@@ -100,13 +100,15 @@ from llmpulse.pipeline._kafka_log import (
     log_partition,
 )
 from llmpulse.pipeline._processor import ProcessorConfig, ProcessorCore
-from llmpulse.pipeline._runner import GROUP_CONSUMER_PREFIX, prime_from_store
+from llmpulse.pipeline._runner import (
+    GROUP_CONSUMER_PREFIX,
+    WorkerStateStore,
+    prime_from_store,
+    restore_core,
+)
 from llmpulse.pricing import Pricer
 from llmpulse.store import (
     Checkpoint,
-    ColdState,
-    KeyFilter,
-    ProcessorState,
     StoredWindow,
     StoreError,
     metrics_row,
@@ -143,22 +145,11 @@ def unit_consumer(group: str, kafka_partition: int) -> str:
     return f"{GROUP_CONSUMER_PREFIX}{group}/{kafka_partition}"
 
 
-class WorkerStore(Protocol):
+class WorkerStore(WorkerStateStore, Protocol):
     """What a worker needs of a store (`llmpulse.store.Store` has it)."""
 
     def consumers(self) -> set[str]:
         """Consumer names with committed offsets. Blocks."""
-        ...
-
-    def load_state(
-        self, consumer: str, now: float, *, key_filter: KeyFilter | None = None, ttl_s: float = 0.0
-    ) -> ProcessorState:
-        """The last committed state of `consumer` (request ids the store holds into `key_filter`).
-        Blocks."""
-        ...
-
-    def lookup_cold(self, consumer: str, request_ids: Sequence[str], since: float) -> ColdState:
-        """What the store knows of `request_ids` (counted since `since`, expired halves). Blocks."""
         ...
 
     def commit_many(
@@ -378,10 +369,7 @@ class GroupWorker:
         name = unit_consumer(self._group, p)
         for attempt in range(attempts):
             try:
-                key_filter = KeyFilter(self._processor.dedup_ttl_s / 2)
-                state = self._store.load_state(
-                    name, self._clock(), key_filter=key_filter, ttl_s=self._processor.dedup_ttl_s
-                )
+                state, core = restore_core(self._store, name, self._clock(), self._processor, self._pricer)
                 break
             except StoreError as exc:
                 if attempt == attempts - 1:
@@ -389,7 +377,6 @@ class GroupWorker:
                 _log.warning("loading the state of partition %d failed (%s); retrying", p, exc)
                 time.sleep(min(2.0, 0.1 * 2**attempt))
         mine = {lp: o for lp, o in state.offsets.items() if lp // 3 == p}
-        core = ProcessorCore(self._processor, self._pricer, state, key_filter=key_filter)
         unit = _Unit(p, name, core, dict(mine), dict(mine))
         loaded = time.monotonic()  # each topic-partition may hold the others back from now on
         unit.heard_at = {log_partition(topic, p): loaded for topic in TOPICS}

@@ -16,7 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from llmpulse.store._commit import CheckpointWriter, written_window
+from llmpulse.store._commit import CheckpointWriter, _chunks, written_window
 from llmpulse.store._engine import create_engine_for, migrate, translate_errors, write_transaction
 from llmpulse.store._filter import KeyFilter
 from llmpulse.store._keys import ApiKeys
@@ -55,11 +55,6 @@ def _pending_entry(r: Mapping[Any, Any]) -> PendingEntry:
         expired=bool(r["expired"]),
         tenant_id=r["tenant_id"],
     )
-
-
-def _chunked(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
 
 
 def _key_of(row: Mapping[Any, Any]) -> WindowKey:
@@ -318,7 +313,7 @@ class Store:
         ids first seen after `since`. One query per 500 ids for each. Blocks."""
         found = ColdState()
         with self._reading("looking up request ids") as conn:
-            for chunk in _chunked(sorted(set(request_ids)), 500):
+            for chunk in _chunks(sorted(set(request_ids)), 500):
                 counted = sa.select(calls.c.tenant_id, calls.c.request_id, calls.c.updated_at).where(
                     calls.c.request_id.in_(chunk), calls.c.updated_at > since
                 )
