@@ -19,7 +19,7 @@ import msgspec
 import sqlalchemy as sa
 
 from llmpulse.pricing import Pricer
-from llmpulse.store import CallRecord, Checkpoint, Store, WindowDelta, WindowKey, bucket_of
+from llmpulse.store import CallRecord, Checkpoint, Store, WindowDelta, WindowKey, bucket_of, roll_up
 from llmpulse.testing.traffic import DEFAULT_MODELS, ROUTES
 
 #: The one tenant of the store.
@@ -53,7 +53,9 @@ def _zipf(n: int) -> list[float]:
 def build(store: Store, n_calls: int, n_users: int, days: int, end: float) -> dict[str, Any]:
     """Commit `n_calls` generated calls of `TENANT` over ``[end - days, end)`` (epoch seconds) into
     `store`, in checkpoints of `CHUNK` calls holding their records and minute-window deltas. Blocks
-    (about a minute at 1M calls); returns what was built and how fast."""
+    (about a minute at 1M calls), then roll every hour that ended `ROLL_SETTLE_S` ago up into the
+    hourly and daily rollups (`roll_up`, as a server's pruner thread does); returns what was built
+    and how fast."""
     rng = random.Random(SEED)
     rand, gauss, exp, log = rng.random, rng.gauss, math.exp, math.log
     pricer = Pricer()
@@ -140,6 +142,8 @@ def build(store: Store, n_calls: int, n_users: int, days: int, end: float) -> di
         store.commit(Checkpoint("bench", offsets={0: hi}, windows=windows, calls=records, watermark=t))
         windows_written += len(windows)
     seconds = time.perf_counter() - started
+    # the finished hours into the rollups, as a server's pruner thread does once they are over
+    rolled = roll_up(store, time.time())
     return {
         "calls": n_calls,
         "users": n_users,
@@ -147,6 +151,8 @@ def build(store: Store, n_calls: int, n_users: int, days: int, end: float) -> di
         "window_rows_written": windows_written,
         "build_s": seconds,
         "build_calls_per_s": n_calls / seconds,
+        "rolled_hours": rolled.hours,
+        "roll_s": rolled.elapsed_s,
     }
 
 

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from llmpulse.events import Event
 from llmpulse.pipeline import ProcessorConfig, ProcessorRunner, SQLiteEventLog
-from llmpulse.store import Store, metrics_row
+from llmpulse.store import Store, metrics_row, roll_up
 from llmpulse.store._tables import calls, processor_offsets, rollups_day, windows
 from llmpulse.testing.traffic import iter_batches
 from tests.kafka_broker import TansuBroker
@@ -75,8 +75,10 @@ def _records(db: str) -> dict[tuple[str, str], tuple[Any, ...]]:
 
 def _day_totals(db: str) -> dict[tuple[str, str, str], tuple[int, ...]]:
     """Per (tenant, route, model): requests, errors, prompt and completion tokens of the daily
-    rollups and of the minute windows, side by side."""
+    rollups and of the minute windows, side by side, once every hour is rolled up."""
     out: dict[tuple[str, str, str], tuple[int, ...]] = {}
+    with Store.open(db) as store:
+        roll_up(store, time.time() + 2 * 86400)
     with Store.open(db) as store, store.engine.connect() as conn:
         for table in (windows, rollups_day):
             query = sa.select(

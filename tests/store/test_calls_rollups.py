@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from llmpulse.store import Checkpoint, Store, WindowDelta, WindowKey
+from llmpulse.store import Checkpoint, Store, WindowDelta, WindowKey, roll_up
 from llmpulse.store._tables import calls, delta_from_row, rollups_day, rollups_hour
 from tests.store.conftest import make_delta, make_record
 
@@ -60,6 +60,10 @@ def test_rollups_hold_the_sum_of_their_minute_windows(store: Store) -> None:
     second = dict(list(windows.items())[2:])
     store.commit(Checkpoint("a", windows=first))
     store.commit(Checkpoint("b", windows=second))
+    assert _rollup(store, rollups_hour) == {}  # an hour is rolled up once it is over, not per commit
+    result = roll_up(store, DAY + 3 * 86400)
+    assert (result.hours, result.windows, result.tenants, result.complete) == (3, 4, 1, True)
+    # a late delta for an hour already rolled up goes to the rollups in its own commit
     store.commit_many(
         [
             Checkpoint(

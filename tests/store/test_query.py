@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from llmpulse.store import Checkpoint, Store, WindowKey, merged, quantile
+from llmpulse.store import Checkpoint, Store, WindowKey, merged, quantile, roll_up
 from tests.store.conftest import make_delta
 
 T0 = 1_763_546_400  # 2025-11-19T10:00:00Z
@@ -116,6 +116,9 @@ def test_summary_groups_and_merges_histograms(store: Store, group_by: str) -> No
 
 def test_summary_p95_is_not_an_average_of_window_p95s(store: Store) -> None:
     _seed(store)
+    (before,) = store.summary("t1")
+    assert before.windows == 20  # not rolled up yet: the minute windows are read
+    roll_up(store, T0 + 2 * 86400)
     (row,) = store.summary("t1")
     union = merged(w.delta.latency_hist for w in store.query_windows("t1", limit=100))
     p95 = quantile(row.delta.latency_hist, 0.95)
@@ -126,6 +129,7 @@ def test_summary_p95_is_not_an_average_of_window_p95s(store: Store) -> None:
     assert (row.start, row.end) == (D0, D0 + timedelta(minutes=5))
     # unbounded, the 20 minute windows (2 routes x 2 models) are read as 4 daily rollup rows
     assert (row.route, row.model, row.windows) == (None, None, 4)
+    assert row.delta.latency_hist == before.delta.latency_hist
 
 
 def test_summary_with_filters_and_no_data(store: Store) -> None:

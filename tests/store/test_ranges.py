@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from llmpulse.store import Checkpoint, Scope, Store, WindowDelta, WindowKey, rollup
+from llmpulse.store import ROLL_SETTLE_S, Checkpoint, Scope, Store, WindowDelta, WindowKey, roll_up, rollup
 from llmpulse.store._ranges import DAY, HOUR, MINUTE, Piece, plan
 from tests.store.conftest import make_delta
 
@@ -37,6 +37,26 @@ def test_a_plan_reads_every_minute_of_the_range_once_and_nothing_else(coarsest: 
         last = -(-hi // MINUTE) * MINUTE
         assert covered(pieces, lo, hi) == list(range(first, last, MINUTE))
         assert all(p.seconds <= coarsest for p in pieces)
+        # with rollups only up to some hour: the same minutes, no rollup row read from it on
+        rolled = D0 + rng.randrange(-2, 6 * 24) * HOUR
+        pieces = plan(lo, hi, coarsest, rolled=rolled)
+        assert covered(pieces, lo, hi) == list(range(first, last, MINUTE))
+        assert all(p.seconds == MINUTE for p in pieces if p.hi is None or p.hi > rolled)
+
+
+def test_a_plan_reads_only_minutes_from_where_the_rollups_stop() -> None:
+    lo, hi = D0 + 90, D0 + 3 * DAY + 300
+    assert plan(lo, hi, rolled=D0 + 2 * DAY + 5 * HOUR) == [
+        Piece(MINUTE, D0 + 120, D0 + HOUR),
+        Piece(HOUR, D0 + HOUR, D0 + DAY),
+        Piece(DAY, D0 + DAY, D0 + 2 * DAY),
+        Piece(HOUR, D0 + 2 * DAY, D0 + 2 * DAY + 5 * HOUR),
+        Piece(MINUTE, D0 + 2 * DAY + 5 * HOUR, D0 + 3 * DAY + 300),
+    ]
+    assert plan(lo, hi, rolled=0) == [Piece(MINUTE, D0 + 120, D0 + 3 * DAY + 300)]
+    assert plan(None, None, rolled=D0) == [Piece(DAY, None, D0), Piece(MINUTE, D0, None)]
+    with pytest.raises(ValueError, match="whole hour"):
+        plan(lo, hi, rolled=D0 + 60)
 
 
 def test_a_month_reads_days_hours_at_their_edges_and_minutes_at_the_ragged_ends() -> None:
@@ -74,7 +94,13 @@ def test_any_range_summary_equals_the_sum_of_its_minute_windows(store: Store) ->
     rng = random.Random(11)
     windows = _traffic(rng)
     items = list(windows.items())
+    rng.shuffle(items)
+    half = len(items) // 2
     for i in range(0, len(items), 37):  # several commits, as the processor makes them
+        if i <= half < i + 37:
+            # half-way, the hours before D0 + 2 days are rolled up: the rest of their deltas arrive
+            # late (added to the rollups by the commit), later hours stay in minutes until read
+            roll_up(store, D0 + 2 * DAY + ROLL_SETTLE_S)
         store.commit(Checkpoint("c", windows=dict(items[i : i + 37])))
     for _ in range(25):
         lo = D0 - HOUR + rng.randrange(0, 5 * DAY)
@@ -116,6 +142,7 @@ def test_a_month_summary_reads_days_not_minutes(store: Store) -> None:
         for m in range(0, 3 * DAY // MINUTE, 7)
     }
     store.commit(Checkpoint("c", windows=windows))
+    roll_up(store, D0 + 4 * DAY)
     (row,) = store.summary(
         "t1", start=datetime.fromtimestamp(D0, UTC), end=datetime.fromtimestamp(D0 + 3 * DAY, UTC)
     )

@@ -16,6 +16,7 @@ from llmpulse.store import (
     Store,
     WindowKey,
     prune,
+    roll_up,
 )
 from llmpulse.store._retention import MIN_BATCH_ROWS
 from llmpulse.store._tables import calls, rollups_day, rollups_hour, windows
@@ -43,6 +44,7 @@ def _call_ids(store: Store) -> set[tuple[str, str]]:
 
 
 def _write_windows(store: Store, tenants: list[str], minutes: list[int]) -> None:
+    """Commit a window per tenant, route ("chat", "search") and minute, then roll every hour up."""
     deltas = {
         WindowKey(tenant, route, "m", ws): make_delta(requests=1)
         for tenant in tenants
@@ -50,6 +52,7 @@ def _write_windows(store: Store, tenants: list[str], minutes: list[int]) -> None
         for ws in minutes
     }
     store.commit(Checkpoint("c", windows=deltas))
+    roll_up(store, NOW + DAY)  # every hour into the rollups, as the pruner's thread does first
 
 
 def test_each_kind_of_record_past_its_retention_goes_and_nothing_younger(store: Store) -> None:
@@ -285,3 +288,24 @@ def test_an_override_that_is_invalid_names_the_field_not_the_variable() -> None:
     assert info.value.fields == ("calls_days",)
     with pytest.raises(ValueError, match=r"^LLMPULSE_RETENTION_MINUTES_DAYS: minutes_days .30 days"):
         RetentionPolicy.from_env({"LLMPULSE_RETENTION_MINUTES_DAYS": "30"}, hours_days=20)
+
+
+def test_minutes_of_an_hour_not_rolled_up_are_kept_past_their_retention(store: Store) -> None:
+    old = _bucket(NOW - 20 * DAY, 3600)
+    # acme's hours are not rolled up yet: its minute windows are all it has of them
+    minutes = {
+        WindowKey("acme", r, "m", ws): make_delta(requests=1)
+        for r in ("chat", "rag")
+        for ws in (old, old + 60)
+    }
+    store.commit(Checkpoint("c", windows=minutes))
+    result = prune(store, POLICY, NOW)
+    assert result.deleted["windows"] == 0
+    assert result.cutoffs["windows"] == 0  # acme's rollups stop at 0: nothing rolled up yet
+    assert len(_starts(store, windows)) == 2
+
+    roll_up(store, NOW)
+    assert {ws for _, ws in _starts(store, rollups_hour)} == {old}
+    assert prune(store, POLICY, NOW).deleted["windows"] == 4  # two routes
+    (row,) = store.summary("acme")
+    assert (row.delta.requests, row.windows) == (4, 2)  # from the daily rollups, one per route

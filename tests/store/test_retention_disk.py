@@ -16,7 +16,7 @@ import json
 import random
 from pathlib import Path
 
-from llmpulse.store import Checkpoint, RetentionPolicy, Store, WindowKey, prune
+from llmpulse.store import Checkpoint, RetentionPolicy, Store, WindowKey, prune, roll_up
 from tests.store.conftest import make_delta, make_record
 
 HOUR = 3600
@@ -65,6 +65,7 @@ def test_the_file_stops_growing_under_steady_traffic_with_pruning(tmp_path: Path
             for _ in range(3):
                 _feed_hour(store, rnd, now)
                 now += HOUR
+            roll_up(store, now)  # as the pruner's thread does before each prune
             prune(store, POLICY, now)
             n, free = _file_pages(store, path)
             pages.append(n)

@@ -67,6 +67,7 @@ from llmpulse.store._model import (
 from llmpulse.store._pruner import RetentionPruner
 from llmpulse.store._query import GroupBy, StoredWindow, SummaryRow, metrics_row, rfc3339, summary_row
 from llmpulse.store._retention import PruneResult, RetentionPolicy, RetentionSettingError, prune
+from llmpulse.store._roller import ROLL_SETTLE_S, RollResult, roll_bound, roll_up
 from llmpulse.store._rollup import Dimensions, Rollup, Scope, dimensions, figures, rollup
 from llmpulse.store._store import Store
 from llmpulse.store._tables import MAX_ERROR_MESSAGE_LEN, MAX_ERROR_TYPE_LEN, MAX_RECORD_METADATA_BYTES
@@ -78,6 +79,7 @@ __all__ = [
     "MAX_ERROR_MESSAGE_LEN",
     "MAX_ERROR_TYPE_LEN",
     "MAX_RECORD_METADATA_BYTES",
+    "ROLL_SETTLE_S",
     "WINDOW_SECONDS",
     "ApiKey",
     "ApiKeys",
@@ -100,6 +102,7 @@ __all__ = [
     "RetentionPolicy",
     "RetentionPruner",
     "RetentionSettingError",
+    "RollResult",
     "Rollup",
     "Scope",
     "Store",
@@ -128,6 +131,8 @@ __all__ = [
     "prune",
     "quantile",
     "rfc3339",
+    "roll_bound",
+    "roll_up",
     "rollup",
     "summary_row",
     "value_of",

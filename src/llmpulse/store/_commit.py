@@ -37,6 +37,7 @@ from llmpulse.store._tables import (
     processor_meta,
     processor_offsets,
     processor_pending,
+    rollup_progress,
     server_counters,
 )
 
@@ -226,6 +227,18 @@ _PG_CALLS_WRITE: Final = (
 )
 
 
+#: Postgres: create the missing `rollup_progress` rows of a commit's tenants (at 0: nothing rolled).
+_PG_PROGRESS_CREATE: Final = (
+    "INSERT INTO rollup_progress (tenant_id, rolled_through) "
+    f"SELECT tenant_id, 0 FROM {_pg_unnest(('tenant_id',))} ORDER BY tenant_id ON CONFLICT DO NOTHING"
+)
+#: Postgres: read and share-lock a commit's tenants' progress (the roller takes them exclusively).
+_PG_PROGRESS_SHARE: Final = sa.text(
+    "SELECT tenant_id, rolled_through FROM rollup_progress WHERE tenant_id = ANY(:tenants) "
+    "ORDER BY tenant_id FOR SHARE"
+)
+
+
 def rollup_deltas(deltas: Mapping[WindowKey, WindowDelta], seconds: int) -> dict[WindowKey, WindowDelta]:
     """Minute-window deltas summed into buckets of `seconds` (an hour, a day) of the same tenant,
     route and model. Pure. A bucket fed by one window shares that window's delta object."""
@@ -312,6 +325,16 @@ class CheckpointWriter:
             upsert(calls, _CALL_KEY, {n: True for n in CALL_FIELDS if n not in _CALL_KEY}),
             CALL_FIELDS,
         )
+        self._progress_create = _Many(
+            dialect,
+            insert(rollup_progress)
+            .values(tenant_id=sa.bindparam("tenant_id"), rolled_through=sa.literal_column("0"))
+            .on_conflict_do_nothing(),
+            ("tenant_id",),
+        )
+        self._progress_read = sa.select(rollup_progress.c.tenant_id, rollup_progress.c.rolled_through).where(
+            rollup_progress.c.tenant_id.in_(sa.bindparam("tenants", expanding=True))
+        )
         self._counters = upsert(server_counters, ["name"], {"value": lambda t, x: t.c.value + x.value})
         self._meta = upsert(
             processor_meta,
@@ -323,6 +346,33 @@ class CheckpointWriter:
             },
         )
         self._offsets = upsert(processor_offsets, ["consumer", "partition"], {"next_offset": True})
+
+    def rolled_through(self, conn: sa.Connection, tenants: Iterable[str]) -> dict[str, int]:
+        """Each of `tenants`' ``rollup_progress.rolled_through``, its row created (at 0) when missing
+        and held until the transaction ends (Postgres: a share lock, in tenant order; SQLite's write
+        transaction already excludes the roller). Call inside the commit's write transaction, before
+        its window rows are locked. Blocks."""
+        names = sorted(set(tenants))
+        if self._postgres:
+            _pg_run(conn, _PG_PROGRESS_CREATE, ("tenant_id",), [(t,) for t in names])
+            return {str(t): int(r) for t, r in conn.execute(_PG_PROGRESS_SHARE, {"tenants": names})}
+        self._progress_create.run(conn, [(t,) for t in names])
+        found: dict[str, int] = {}
+        for chunk in _chunks(names, TENANTS_PER_SELECT):
+            found.update(
+                (str(t), int(r)) for t, r in conn.execute(self._progress_read, {"tenants": list(chunk)})
+            )
+        return found
+
+    def add_to_rollups(
+        self, conn: sa.Connection, deltas: Mapping[WindowKey, WindowDelta], now: float
+    ) -> None:
+        """Add minute-window `deltas` to the hourly and daily rollups, inside the caller's write
+        transaction (the commit's, for hours already rolled up; the roller's). Blocks."""
+        if not deltas:
+            return
+        for aggregate in self._aggregates[1:]:
+            aggregate.write(conn, rollup_deltas(deltas, aggregate.seconds), now)
 
     def check_offsets(self, conn: sa.Connection, expected: Mapping[str, Mapping[int, int]]) -> None:
         """Lock the offset rows of every consumer in `expected` and raise `StaleCheckpoint` (naming
@@ -363,11 +413,12 @@ class CheckpointWriter:
                 for key, delta in cp.windows.items():
                     have = deltas.get(key)
                     deltas[key] = delta if have is None else WindowDelta().merge(have).merge(delta)
-        written: list[WindowRow] = []
-        for aggregate in self._aggregates:
-            rows = aggregate.write(conn, rollup_deltas(deltas, aggregate.seconds), now)
-            if aggregate.seconds == 60:
-                written = rows
+        # progress first (Postgres locks it before any aggregate row, as the roller does)
+        rolled = self.rolled_through(conn, {k.tenant_id for k in deltas}) if deltas else {}
+        written = self._aggregates[0].write(conn, deltas, now)
+        # an hour already rolled up gets its deltas now; a later hour waits for the roller
+        late = {k: d for k, d in deltas.items() if k.window_start < rolled[k.tenant_id]}
+        self.add_to_rollups(conn, late, now)
         records: list[CallRecord] = [r for cp in cps for r in cp.calls.values()]
         if records:
             if self._postgres:

@@ -1,4 +1,9 @@
-"""`RetentionPruner`: runs `prune` every ``policy.interval_s`` on a background thread.
+"""`RetentionPruner`: runs `roll_up` and `prune` every ``policy.interval_s`` on a background thread.
+
+Rolling finished hours up into the hourly and daily rollups (`llmpulse.store._roller`) comes first,
+so the minute windows a prune may delete are already in the rollups (the prune keeps those of hours
+not rolled up yet). With ``interval_s`` 0 this process does neither: another process sharing the
+store should (queries stay exact meanwhile, reading minutes where hours are not rolled up).
 
 On SQLite, where every writer waits for the one transaction under way, batches take about
 `max_batch_s` at most (20 ms: fewer rows than ``policy.batch_rows`` when rows are slow to delete, as
@@ -17,6 +22,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from llmpulse.store._retention import PruneResult, RetentionPolicy, prune
+from llmpulse.store._roller import RollResult, roll_up
 from llmpulse.store._store import Store
 
 _log = logging.getLogger(__name__)
@@ -66,6 +72,7 @@ class RetentionPruner:
         self._failures = 0
         self._deleted: dict[str, int] = {}
         self._last: PruneResult | None = None
+        self._last_roll: RollResult | None = None
         self._last_error: str | None = None
 
     @property
@@ -121,13 +128,16 @@ class RetentionPruner:
         return not self._stop.wait(max(self._pause_s, took_s / 2))
 
     def run_once(self) -> PruneResult:
-        """Prune now (against the clock), pausing between batches; stops early once `stop` is called.
-        Blocks while pruning.
+        """Roll finished hours up (`roll_up`), then prune, now (against the clock), pausing between
+        transactions; stops early once `stop` is called. Blocks while working.
 
         Raises:
             StoreError: the database failed (counted in `stats` as a failure).
         """
         try:
+            rolled = roll_up(self._store, self._clock(), between=self._between_batches)
+            with self._lock:
+                self._last_roll = rolled
             result = prune(
                 self._store,
                 self._policy,
@@ -168,5 +178,6 @@ class RetentionPruner:
                 "failures": self._failures,
                 "deleted_total": dict(self._deleted),
                 "last": None if self._last is None else self._last.as_dict(),
+                "last_rollup": None if self._last_roll is None else self._last_roll.as_dict(),
                 "last_error": self._last_error,
             }

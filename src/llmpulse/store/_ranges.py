@@ -1,10 +1,11 @@
 """Reading a range from the coarsest aggregates that cover it exactly.
 
-Minute windows, hourly and daily rollups hold the same calls (`CheckpointWriter` writes all three
-from the same deltas in one transaction), so a range of window starts ``[lo, hi)`` can be read as
-whole days in its middle, whole hours around them, and minutes at its ragged edges: the sum is the
-minute-level answer, percentiles included (histograms merge by adding counts), and the rows read
-grow with the number of days, not with the calls behind them.
+Before a tenant's ``rollup_progress.rolled_through`` (`rolled_through`), minute windows, hourly and
+daily rollups hold the same calls (the roller sums each finished hour into the rollups, and later
+commits add to all three), so a range of window starts ``[lo, hi)`` can be read as whole days in
+its middle, whole hours around them, and minutes at its ragged edges and from ``rolled_through`` on:
+the sum is the minute-level answer, percentiles included (histograms merge by adding counts), and
+the rows read grow with the number of days, not with the calls behind them.
 
 `plan` decides the pieces (pure); `read_rows` runs one query per piece. A range whose ragged edges
 are older than the minute windows' retention reads what is left of them (the hours and days are
@@ -19,7 +20,7 @@ from typing import Any, Final
 
 import sqlalchemy as sa
 
-from llmpulse.store._tables import rollups_day, rollups_hour, windows
+from llmpulse.store._tables import rollup_progress, rollups_day, rollups_hour, windows
 
 MINUTE: Final = 60
 HOUR: Final = 3600
@@ -55,20 +56,41 @@ def _empty(lo: int | None, hi: int | None) -> bool:
     return lo is not None and hi is not None and lo >= hi
 
 
-def plan(lo: int | None, hi: int | None, coarsest: int = DAY) -> list[Piece]:
+def plan(lo: int | None, hi: int | None, coarsest: int = DAY, *, rolled: int | None = None) -> list[Piece]:
     """The pieces that read window starts ``[lo, hi)`` (epoch seconds; None: unbounded) exactly,
     using rows no coarser than `coarsest` (60, 3600 or 86400). Pure.
 
     A piece never splits a coarse row: an hour or a day is read whole only when it lies inside the
-    range; the rest is read finer.
+    range; the rest is read finer. With `rolled` (a whole hour: how far the rollups go, see
+    `rolled_through`), rollups are read only before it and minutes from it on.
     """
     if coarsest not in _TABLES:
         raise ValueError(f"coarsest must be 60, 3600 or 86400, got {coarsest!r}")
+    if rolled is not None and rolled % HOUR:
+        raise ValueError(f"rolled must be a whole hour, got {rolled!r}")
     lo = _ceil(lo, MINUTE)
     hi = _ceil(hi, MINUTE)
     if _empty(lo, hi):
         return []
-    return [p for p in _split(lo, hi, coarsest) if not _empty(p.lo, p.hi)]
+    if rolled is None or (hi is not None and hi <= rolled):
+        pieces = _split(lo, hi, coarsest)
+    elif lo is not None and lo >= rolled:
+        pieces = [Piece(MINUTE, lo, hi)]
+    else:
+        pieces = [*_split(lo, rolled, coarsest), Piece(MINUTE, rolled, hi)]
+    return [p for p in pieces if not _empty(p.lo, p.hi)]
+
+
+def rolled_through(conn: sa.Connection, tenant_id: str | None) -> int:
+    """How far the rollups of `tenant_id` go (every tenant's when None: the least of them), a whole
+    hour in epoch seconds: 0 when nothing is rolled up. Read before the rows it plans (the value only
+    grows, and the hours before it stay complete). Blocks on `conn`."""
+    if tenant_id is None:
+        query = sa.select(sa.func.min(rollup_progress.c.rolled_through))
+    else:
+        query = sa.select(rollup_progress.c.rolled_through).where(rollup_progress.c.tenant_id == tenant_id)
+    found = conn.execute(query).scalar()
+    return 0 if found is None else int(found)
 
 
 def _split(lo: int | None, hi: int | None, coarsest: int) -> list[Piece]:

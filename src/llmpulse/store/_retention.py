@@ -39,7 +39,7 @@ import sqlalchemy as sa
 
 from llmpulse.store._engine import translate_errors, write_transaction
 from llmpulse.store._store import Store
-from llmpulse.store._tables import AGGREGATE_TABLES, calls
+from llmpulse.store._tables import AGGREGATE_TABLES, calls, rollup_progress
 
 #: Seconds in a retention day.
 DAY_S: Final = 86400.0
@@ -354,6 +354,11 @@ def prune(
     for name in ("calls", *(table.name for table, _ in AGGREGATE_TABLES)):
         kept_s = policy.retention_s(name)
         cutoffs[name] = None if kept_s is None else now - kept_s
+    # a minute window of an hour not rolled up yet is kept whatever its age (`llmpulse.store._roller`)
+    progress = sa.select(sa.func.min(rollup_progress.c.rolled_through))
+    rolled = batches.scalar(progress, "reading rollup progress")
+    if rolled is not None and cutoffs["windows"] is not None:
+        cutoffs["windows"] = min(cutoffs["windows"], float(rolled))
     try:
         _prune_calls(batches, cutoffs["calls"], store.dialect == "sqlite", oldest)
         for table, seconds in AGGREGATE_TABLES:

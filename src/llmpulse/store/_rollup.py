@@ -18,7 +18,7 @@ from typing import Any
 
 from llmpulse.store._model import WindowDelta
 from llmpulse.store._query import _figures, epoch_bound
-from llmpulse.store._ranges import DAY, piece_select, plan, read_rows
+from llmpulse.store._ranges import DAY, piece_select, plan, read_rows, rolled_through
 from llmpulse.store._store import Store
 from llmpulse.store._tables import delta_from_row
 
@@ -86,9 +86,10 @@ def rollup(store: Store, scope: Scope, step: int = 60) -> Rollup:
         ValueError: a naive `scope.start` or `scope.end`, or another `step`.
         StoreError: the database could not be read.
     """
-    pieces = plan(epoch_bound(scope.start, "start"), epoch_bound(scope.end, "end"), coarsest=step)
+    lo, hi = epoch_bound(scope.start, "start"), epoch_bound(scope.end, "end")
     out = Rollup()
     with store._reading("rolling up windows") as conn:
+        pieces = plan(lo, hi, coarsest=step, rolled=rolled_through(conn, scope.tenant_id))
         for _, row in read_rows(
             conn, pieces, tenant_id=scope.tenant_id, route=scope.route, model=scope.model
         ):
@@ -111,11 +112,12 @@ def dimensions(store: Store, scope: Scope) -> Dimensions:
         ValueError: a naive `scope.start` or `scope.end`.
         StoreError: the database could not be read.
     """
-    pieces = plan(epoch_bound(scope.start, "start"), epoch_bound(scope.end, "end"), coarsest=DAY)
+    lo, hi = epoch_bound(scope.start, "start"), epoch_bound(scope.end, "end")
     tenants: set[str] = set()
     routes: set[str] = set()
     models: set[str] = set()
     with store._reading("listing dimensions") as conn:
+        pieces = plan(lo, hi, coarsest=DAY, rolled=rolled_through(conn, scope.tenant_id))
         for piece in pieces:
             query = piece_select(
                 piece,

@@ -32,7 +32,7 @@ from llmpulse.store._model import (
     parse_dedup_key,
 )
 from llmpulse.store._query import GroupBy, StoredWindow, SummaryRow, epoch_bound, windows_select
-from llmpulse.store._ranges import plan, read_rows
+from llmpulse.store._ranges import HOUR, plan, read_rows, rolled_through
 from llmpulse.store._tables import (
     calls,
     decode_keys,
@@ -41,6 +41,7 @@ from llmpulse.store._tables import (
     processor_meta,
     processor_offsets,
     processor_pending,
+    rollup_progress,
     server_counters,
     windows,
 )
@@ -209,6 +210,67 @@ class Store:
             written = self._writer.write(conn, checkpoints, time.time())
         self._windows_written += len(written)
         return [written_window(row) for row in written] if return_windows else []
+
+    def roll_hour(self, tenant_id: str, bound: int, now: float) -> tuple[int, int] | None:
+        """Roll `tenant_id`'s next hour before `bound` (a whole hour, epoch seconds) that is not rolled
+        up yet: its minute windows summed into the hourly and daily rollups, and its
+        ``rollup_progress`` moved past it, in one write transaction (the progress row locked
+        exclusively on Postgres, so no commit writing that tenant's minutes runs meanwhile).
+        Returns (the hour's start, minute rows read), or (`bound`, 0) when no minute window is
+        left before `bound` (progress moves to `bound`), or None when the tenant is rolled up to
+        `bound` already (or has no progress row). Blocks.
+
+        Raises:
+            ValueError: `bound` is not a whole hour.
+        """
+        if bound % HOUR:
+            raise ValueError(f"bound must be a whole hour (epoch seconds), got {bound!r}")
+        progress = sa.select(rollup_progress.c.rolled_through).where(rollup_progress.c.tenant_id == tenant_id)
+        if self._dialect == "postgresql":
+            progress = progress.with_for_update()
+        with (
+            self._serial,
+            self._write_lock,
+            translate_errors("rolling up an hour"),
+            write_transaction(self._engine) as conn,
+        ):
+            done = conn.execute(progress).scalar()
+            if done is None or int(done) >= bound:
+                return None
+            first = conn.execute(
+                sa.select(sa.func.min(windows.c.window_start)).where(
+                    windows.c.tenant_id == tenant_id,
+                    windows.c.window_start >= int(done),
+                    windows.c.window_start < bound,
+                )
+            ).scalar()
+            hour, rows = bound, 0
+            if first is not None:
+                hour = int(first) // HOUR * HOUR
+                query = sa.select(windows).where(
+                    windows.c.tenant_id == tenant_id,
+                    windows.c.window_start >= hour,
+                    windows.c.window_start < hour + HOUR,
+                )
+                deltas = {_key_of(row): delta_from_row(row) for row in conn.execute(query).mappings()}
+                rows = len(deltas)
+                self._writer.add_to_rollups(conn, deltas, now)
+            conn.execute(
+                sa.update(rollup_progress)
+                .where(rollup_progress.c.tenant_id == tenant_id)
+                .values(rolled_through=hour + HOUR if first is not None else bound)
+            )
+        return hour, rows
+
+    def rolling_tenants(self, bound: int) -> list[str]:
+        """The tenants whose rollups stop before `bound` (epoch seconds), ascending. Blocks."""
+        query = (
+            sa.select(rollup_progress.c.tenant_id)
+            .where(rollup_progress.c.rolled_through < bound)
+            .order_by(rollup_progress.c.tenant_id)
+        )
+        with self._reading("listing tenants to roll up") as conn:
+            return [str(t) for t in conn.execute(query).scalars()]
 
     def purge_dedup(self, consumer: str, now: float) -> int:
         """Delete `consumer`'s dedup chunks that expired at or before `now`; the number deleted. Blocks."""
@@ -396,10 +458,11 @@ class Store:
         """
         if group_by not in (None, "model", "route"):
             raise ValueError(f"group_by must be 'model', 'route' or None, got {group_by!r}")
-        pieces = plan(epoch_bound(start, "start"), epoch_bound(end, "end"))
+        lo_s, hi_s = epoch_bound(start, "start"), epoch_bound(end, "end")
         groups: dict[str, tuple[WindowDelta, list[int]]] = {}
         first = last = None
         with self._reading("summarising windows") as conn:
+            pieces = plan(lo_s, hi_s, rolled=rolled_through(conn, tenant_id))
             for piece, row in read_rows(conn, pieces, tenant_id=tenant_id, route=route, model=model):
                 group = "" if group_by is None else str(row[group_by])
                 delta, count = groups.setdefault(group, (WindowDelta(), [0]))

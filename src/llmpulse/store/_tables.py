@@ -77,10 +77,25 @@ def _aggregate_table(name: str) -> sa.Table:
 
 windows = _aggregate_table("windows")
 #: Hourly and daily rollups: the same columns as `windows`, ``window_start`` aligned to the hour or
-#: the (UTC) day; written in the same transaction as the minute windows from the same deltas, so a
-#: range of whole hours or days reads a few rows and gets exactly the minute-level answer.
+#: the (UTC) day. An hour of a tenant is rolled up from its minute windows once it is over (see
+#: `rollup_progress`); later deltas for it are added to both in the commit that writes them. A range
+#: of whole rolled hours or days reads a few rows and gets exactly the minute-level answer.
 rollups_hour = _aggregate_table("rollups_hour")
 rollups_day = _aggregate_table("rollups_day")
+#: How far each tenant's rollups go (`llmpulse.store._roller`): every hour before ``rolled_through``
+#: (epoch seconds, a whole hour; 0: none) is in ``rollups_hour`` and ``rollups_day``, and a commit
+#: adds the deltas of such an hour to them as well as to the minute windows; an hour from
+#: ``rolled_through`` on is in the minute windows only, until the roller sums it into the rollups and
+#: moves ``rolled_through`` past it. A commit creates its tenants' rows (at 0) and holds them (a
+#: share lock on Postgres) while it writes, so the roller, which takes a row exclusively, sees every
+#: minute delta of the hour it rolls. Migration 0007 creates it.
+rollup_progress = sa.Table(
+    "rollup_progress",
+    metadata,
+    sa.Column("tenant_id", sa.String(MAX_NAME_LEN), nullable=False),
+    sa.Column("rolled_through", sa.BigInteger, nullable=False, autoincrement=False),
+    sa.PrimaryKeyConstraint("tenant_id", name="pk_rollup_progress"),
+)
 #: Seconds per bucket of each aggregate table, finest first.
 AGGREGATE_TABLES: Final[tuple[tuple[sa.Table, int], ...]] = (
     (windows, 60),
