@@ -17,6 +17,7 @@ from llmpulse.pricing import Pricer
 from llmpulse.store import (
     CallRecord,
     Checkpoint,
+    ColdProbe,
     ColdState,
     PendingEntry,
     ProcessorState,
@@ -129,12 +130,15 @@ class Store:
         self.offsets.update(cp.offsets)
         self.watermark = cp.watermark
 
-    def lookup_cold(self, consumer: str, request_ids: Sequence[str], since: float) -> ColdState:
+    def lookup_cold(self, consumer: str, probes: Sequence[ColdProbe], since: float) -> ColdState:
         """As `llmpulse.store.Store.lookup_cold`."""
-        wanted = set(request_ids)
+        wanted = {p.request_id for p in probes}
         return ColdState(
             counted=sorted(
-                (*k, r.updated_at) for k, r in self.records.items() if k[1] in wanted and r.updated_at > since
+                (*k, r.updated_at)
+                for k, r in self.records.items()
+                if r.updated_at > since
+                and any(p.request_id == k[1] and p.earliest <= r.started_at <= p.latest for p in probes)
             ),
             expired=[
                 e for e in self.pending.values() if e.request_id in wanted and e.expired and e.seen_at > since
@@ -674,11 +678,19 @@ def test_rejects_objects_that_are_not_events() -> None:
         ({"dedup_ttl_s": "1"}, "dedup_ttl_s"),
         ({"allowed_lateness_s": -1}, "allowed_lateness_s"),
         ({"allowed_lateness_s": True}, "allowed_lateness_s"),
+        ({"calls_retention_s": 0}, "calls_retention_s"),
+        ({"calls_retention_s": math.inf}, "calls_retention_s"),
     ],
 )
 def test_config_is_validated_naming_the_field(kwargs: dict[str, Any], field_name: str) -> None:
     with pytest.raises(ValueError, match=field_name):
         ProcessorConfig(**kwargs)
+
+
+def test_a_checkpoint_asks_its_commit_to_expire_records_past_the_calls_retention() -> None:
+    assert ProcessorCore(ProcessorConfig(), PRICER).checkpoint("c", {}, 1000.0).expire_calls_before is None
+    core = ProcessorCore(ProcessorConfig(calls_retention_s=30 * 86400.0), PRICER)
+    assert core.checkpoint("c", {}, 5_000_000.0).expire_calls_before == 5_000_000.0 - 30 * 86400.0
 
 
 def test_restore_rejects_unknown_dedup_keys() -> None:

@@ -118,3 +118,66 @@ def test_windows_written_before_versions_get_version_0_then_count_commits(store_
         assert (written.delta.requests, written.version) == (9, 1)
         (stored,) = store.query_windows("t1")
         assert (stored.delta.requests, stored.version) == (9, 1)
+
+
+def test_a_store_at_0006_keeps_its_records_and_rollups_through_0007_and_0008(store_url: str) -> None:
+    """A store at revision 0006 (rollups written by every commit, records keyed by request id) is
+    upgraded by `Store.open`: its records keep every field under the new key, each tenant's rollups
+    count as rolled up past its last hour (the roller never adds those hours twice), and a late
+    delta for such an hour still reaches the rollups."""
+    from alembic import command
+
+    from llmpulse.store import Checkpoint, WindowKey, create_engine_for, roll_up
+    from llmpulse.store._tables import rollup_progress
+    from tests.store.conftest import make_delta
+
+    hour = 1763546400  # 2025-11-19T10:00:00Z
+    engine = create_engine_for(store_url)
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS_DIR))
+    config.set_main_option("version_table", VERSION_TABLE)
+    columns = "tenant_id, route, model, window_start, requests, updated_at"
+    try:
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "0006")
+            for table, start in (
+                ("windows", hour + 120),
+                ("rollups_hour", hour),
+                ("rollups_day", hour - 36000),
+            ):
+                conn.execute(
+                    sa.text(f"INSERT INTO {table} ({columns}) VALUES ('t1', 'chat', 'm', {start}, 3, 1.0)")
+                )
+            for rid, at in (("b", hour + 130.5), ("a", hour + 125.25)):
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO calls (tenant_id, request_id, started_at, route, model, status, "
+                        "input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, "
+                        "reasoning_tokens, cost_usd, user_id, updated_at) VALUES "
+                        f"('t1', '{rid}', {at}, 'chat', 'm', 'ok', 10, 20, 0, 0, 0, 0.5, 'u-{rid}', 2.0)"
+                    )
+                )
+    finally:
+        engine.dispose()
+    with Store.open(store_url) as store:
+        assert _version_rows(store) == [_head()]
+        with store.engine.connect() as conn:
+            progress = {str(t): int(r) for t, r in conn.execute(sa.select(rollup_progress))}
+            records = conn.execute(
+                sa.text("SELECT request_id, started_at, user_id, cost_usd FROM calls")
+            ).all()
+        assert progress == {"t1": hour + 3600}
+        assert sorted(tuple(r) for r in records) == [
+            ("a", hour + 125.25, "u-a", 0.5),
+            ("b", hour + 130.5, "u-b", 0.5),
+        ]
+        assert roll_up(store, hour + 5 * 86400).hours == 0  # nothing is added twice
+        store.commit(
+            Checkpoint("c", windows={WindowKey("t1", "chat", "m", hour + 180): make_delta(requests=2)})
+        )
+        with store.engine.connect() as conn:
+            hourly = conn.execute(
+                sa.text(f"SELECT requests FROM rollups_hour WHERE window_start = {hour}")
+            ).scalar()
+        assert hourly == 5

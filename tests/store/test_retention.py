@@ -309,3 +309,40 @@ def test_minutes_of_an_hour_not_rolled_up_are_kept_past_their_retention(store: S
     assert prune(store, POLICY, NOW).deleted["windows"] == 4  # two routes
     (row,) = store.summary("acme")
     assert (row.delta.requests, row.windows) == (4, 2)  # from the daily rollups, one per route
+
+
+def test_a_commit_deletes_expired_records_of_its_tenants_in_proportion_to_what_it_writes(
+    store: Store,
+) -> None:
+    from llmpulse.store._model import EXPIRE_BATCH_EXTRA, EXPIRE_PER_RECORD
+
+    old = NOW - 40 * DAY
+    n_old = 2 * EXPIRE_BATCH_EXTRA + 50
+    store.commit(
+        Checkpoint(
+            "c",
+            calls={
+                (t, f"{t}-old-{i}"): make_record(t, f"{t}-old-{i}", started_at=old + i)
+                for t in ("acme", "globex")
+                for i in range(n_old)
+            },
+        )
+    )
+    cut = NOW - 30 * DAY
+    young = {("acme", f"new-{i}"): make_record("acme", f"new-{i}", started_at=NOW - i) for i in range(3)}
+    store.commit(Checkpoint("c", calls=young, expire_calls_before=cut))
+    allowed = 3 * EXPIRE_PER_RECORD + EXPIRE_BATCH_EXTRA
+    left = _call_ids(store)
+    # acme's oldest `allowed` go, the rest of acme's old ones and every one of globex's stay
+    assert {r for t, r in left if t == "acme" and "old" in r} == {
+        f"acme-old-{i}" for i in range(allowed, n_old)
+    }
+    assert sum(1 for t, _ in left if t == "globex") == n_old
+    assert {("acme", f"new-{i}") for i in range(3)} <= left
+    assert store.counters()["call_records_expired"] == allowed
+    # nothing younger than the cut goes, however many records a commit writes
+    many = {("acme", f"more-{i}"): make_record("acme", f"more-{i}", started_at=cut + i) for i in range(200)}
+    store.commit(Checkpoint("c", calls=many, expire_calls_before=cut))
+    assert not any(t == "acme" and "old" in r for t, r in _call_ids(store))
+    assert store.counters()["call_records_expired"] == n_old
+    assert len(_call_ids(store)) == n_old + 3 + 200

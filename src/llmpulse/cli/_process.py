@@ -125,7 +125,14 @@ def _run(
         session = args.session_timeout
         if session is None and ENV_SESSION_TIMEOUT_S in env:
             session = _float(env, ENV_SESSION_TIMEOUT_S)
-        processor = ProcessorConfig() if orphan is None else ProcessorConfig(orphan_timeout_s=orphan)
+        from llmpulse.store import RetentionPolicy
+
+        kept_s = RetentionPolicy.from_env(env).retention_s("calls")  # LLMPULSE_RETENTION_CALLS_DAYS
+        processor = (
+            ProcessorConfig(calls_retention_s=kept_s)
+            if orphan is None
+            else ProcessorConfig(orphan_timeout_s=orphan, calls_retention_s=kept_s)
+        )
         config = KafkaLogConfig(
             broker, session_timeout_s=DEFAULT_SESSION_TIMEOUT_S if session is None else session
         )

@@ -59,6 +59,7 @@ from llmpulse.store import (
     WINDOW_SECONDS,
     CallRecord,
     Checkpoint,
+    ColdProbe,
     ColdState,
     KeyFilter,
     PendingEntry,
@@ -70,6 +71,10 @@ from llmpulse.store import (
     parse_dedup_key,
 )
 from llmpulse.store._histogram import GAMMA, MIN_VALUE, ZERO_BUCKET
+
+#: Seconds either side of a response's timestamp less its latency where `ProcessorCore.probe` looks
+#: for its request's record (clocks of the two halves' senders may differ by this much).
+RESPONSE_PROBE_SLACK_S: Final = 60.0
 
 #: Prefixes of the dedup keys written before identity was per tenant (a pair's, a call's): restored
 #: as "counted, for whichever tenant" until they expire.
@@ -113,12 +118,17 @@ class ProcessorConfig:
             (at most `dedup_ttl_s`);
             after that the store holds them and a `KeyFilter` remembers their request ids, and the
             processor asks the store (`probe`, `prime`) when one of those ids comes again.
+        calls_retention_s: how long call records are kept (`llmpulse.store.RetentionPolicy`); when
+            set, each checkpoint asks its commit to delete its tenants' records older than that
+            (`Checkpoint.expire_calls_before`), so the store sheds them as fast as they come. None:
+            kept until the retention pruner deletes them.
     """
 
     orphan_timeout_s: float = 300.0
     dedup_ttl_s: float = 86400.0
     allowed_lateness_s: float = 60.0
     hot_s: float = 120.0
+    calls_retention_s: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("orphan_timeout_s", "dedup_ttl_s", "allowed_lateness_s", "hot_s"):
@@ -133,6 +143,14 @@ class ProcessorConfig:
             )
         if self.allowed_lateness_s < 0:
             raise ValueError(f"allowed_lateness_s must be >= 0, got {self.allowed_lateness_s!r}")
+        kept = self.calls_retention_s
+        if kept is not None and (
+            isinstance(kept, bool)
+            or not isinstance(kept, int | float)
+            or not math.isfinite(kept)
+            or kept <= 0
+        ):
+            raise ValueError(f"calls_retention_s must be a positive number of seconds or None, got {kept!r}")
         if self.hot_s < 0:
             raise ValueError(f"hot_s must be >= 0, got {self.hot_s!r}")
 
@@ -614,14 +632,21 @@ class ProcessorCore:
 
     # ------------------------------------------------------------------ cold state
 
-    def probe(self, events: Sequence[Event], now: float) -> list[str]:
-        """The request ids of `events` (sorted, once each) that the store may know and memory does
-        not: ids the `KeyFilter` holds whose call is neither pending, nor counted, nor timed out in
-        memory. Ask the store (`Store.lookup_cold`) and hand its answer to `prime` before
-        `process`. CPU-only; the common case (a new call, a response to a pending request) costs
-        one filter lookup. A response that names no tenant is resolved among the tenants memory
-        holds for its id when there are any (those that used it within `hot_s` or still wait on it),
-        and through the store only when there are none.
+    def probe(self, events: Sequence[Event], now: float) -> list[ColdProbe]:
+        """What to ask the store about `events` (sorted, once each): the request ids the `KeyFilter`
+        holds whose call is neither pending, nor counted, nor timed out in memory, each with where
+        its record would start (a request's or call's own timestamp; for a response, its timestamp
+        less its latency, give or take `RESPONSE_PROBE_SLACK_S`). Ask the store
+        (`Store.lookup_cold`) and hand its answer to `prime` before `process`. CPU-only; the common
+        case (a new call, a response to a pending request) costs one filter lookup. A response
+        that names no tenant is resolved among the tenants memory holds for its id when there are
+        any (those that used it within `hot_s` or still wait on it), and through the store only
+        when there are none.
+
+        So a copy of a counted request or call is recognised for the whole ``dedup_ttl_s`` when it
+        carries the original's timestamp (a re-sent event does), and a copy of a counted response
+        when its request started within the slack of its timestamp less its latency; one that is
+        not found is counted as new (a request, a call) or waits as an orphan response.
         """
         self._clock(now)
         kf = self._filter
@@ -629,10 +654,10 @@ class ProcessorCore:
             return []
         done, req, req_expired, primed = self._done, self._req, self._req_expired, self._primed
         owners = self._owners
-        out: set[str] = set()
+        out: set[ColdProbe] = set()
         for ev in events:
             rid = ev.request_id
-            if rid is None or rid in primed or rid in out:
+            if rid is None or rid in primed:
                 continue
             tenant = ev.tenant_id
             if tenant is not None:
@@ -642,11 +667,16 @@ class ProcessorCore:
             elif rid in owners:
                 continue  # a response naming no tenant, of an id a tenant in memory uses
             if rid in kf:
-                out.add(rid)
+                at = ev.timestamp.timestamp()
+                if isinstance(ev, LLMResponse):
+                    start = at - (ev.latency_ms or 0.0) / 1000.0
+                    out.add(ColdProbe(rid, start - RESPONSE_PROBE_SLACK_S, at + RESPONSE_PROBE_SLACK_S))
+                else:
+                    out.add(ColdProbe(rid, at, at))
         return sorted(out)
 
-    def prime(self, request_ids: Sequence[str], cold: ColdState, now: float) -> None:
-        """Take the store's answer about `request_ids` (what `probe` asked): the calls counted with
+    def prime(self, probes: Sequence[ColdProbe], cold: ColdState, now: float) -> None:
+        """Take the store's answer about `probes` (what `probe` asked): the calls counted with
         those ids become counted in memory again, the expired halves waiting again, for `hot_s`.
         CPU-only."""
         now = self._clock(now)
@@ -673,9 +703,10 @@ class ProcessorCore:
                 continue
             self._done[key] = min(counted_at, now)  # let go of at the next expiry once that is old
             self._own(key)
-        for rid in request_ids:
+        rids = {p.request_id for p in probes}
+        for rid in rids:
             self._primed[rid] = now
-        self._cold_lookups += len(request_ids)
+        self._cold_lookups += len(rids)
 
     # ------------------------------------------------------------------ checkpoint
 
@@ -715,6 +746,8 @@ class ProcessorCore:
             counters=counters,
             watermark=self._watermark,
         )
+        if self._config.calls_retention_s is not None:
+            result.expire_calls_before = now - self._config.calls_retention_s
         if now - self._last_forget >= _FORGET_EVERY_S:  # the store forgets what left the horizon
             result.forget_before = now - self._config.dedup_ttl_s
             result.purge_chunks_at = now

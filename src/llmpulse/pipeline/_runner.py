@@ -23,7 +23,7 @@ from llmpulse.pipeline._errors import PipelineError
 from llmpulse.pipeline._log import EventLog, end_offsets
 from llmpulse.pipeline._processor import ProcessorConfig, ProcessorCore, new_key_filter
 from llmpulse.pricing import Pricer
-from llmpulse.store import Checkpoint, ColdState, KeyFilter, ProcessorState
+from llmpulse.store import Checkpoint, ColdProbe, ColdState, KeyFilter, ProcessorState
 
 _log = logging.getLogger(__name__)
 
@@ -34,8 +34,9 @@ GROUP_CONSUMER_PREFIX = "group:"
 class ColdLookup(Protocol):
     """A store that says what it knows of request ids the processor let go of."""
 
-    def lookup_cold(self, consumer: str, request_ids: Sequence[str], since: float) -> ColdState:
-        """What the store knows of `request_ids` (counted since `since`, expired halves). Blocks."""
+    def lookup_cold(self, consumer: str, probes: Sequence[ColdProbe], since: float) -> ColdState:
+        """What the store knows of the probed request ids (counted since `since`, expired halves).
+        Blocks."""
         ...
 
 
@@ -83,9 +84,9 @@ def prime_from_store(
     """Before `core.process(events, now)`: ask the store about the request ids the core may have
     let go of (`ProcessorCore.probe`) and hand the answer over (`prime`). One lookup at most;
     nothing when no id needs it (the common case). Blocks on the store when it asks."""
-    rids = core.probe(events, now)
-    if rids:
-        core.prime(rids, store.lookup_cold(consumer, rids, now - config.dedup_ttl_s), now)
+    probes = core.probe(events, now)
+    if probes:
+        core.prime(probes, store.lookup_cold(consumer, probes, now - config.dedup_ttl_s), now)
 
 
 class ProcessorRunner:
@@ -190,8 +191,10 @@ class ProcessorRunner:
             if not records:
                 continue
             now = self._clock()
+            # one lookup for everything read (the common case: none at all)
+            events = [e for record in records for e in record.events]
+            prime_from_store(core, self._store, self._consumer, events, now, self._config)
             for record in records:
-                prime_from_store(core, self._store, self._consumer, record.events, now, self._config)
                 core.process(record.events, now)
                 n += len(record.events)
             self._offsets[partition] = records[-1].offset + 1

@@ -208,7 +208,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             runner = ProcessorRunner(
                 state.log,
                 state.store,
-                ProcessorConfig(orphan_timeout_s=settings.orphan_timeout_s, dedup_ttl_s=settings.dedup_ttl_s),
+                ProcessorConfig(
+                    orphan_timeout_s=settings.orphan_timeout_s,
+                    dedup_ttl_s=settings.dedup_ttl_s,
+                    calls_retention_s=settings.retention.retention_s("calls"),
+                ),
                 consumer="kafka" if settings.broker_url else "embedded",
                 checkpoint_interval_s=settings.checkpoint_interval_s,
                 max_records=1000 if settings.broker_url else 100,  # Kafka: one event a record

@@ -21,7 +21,15 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from llmpulse.store._engine import StoreError
 from llmpulse.store._histogram import merge_into
-from llmpulse.store._model import CALL_FIELDS, CallRecord, Checkpoint, WindowDelta, WindowKey
+from llmpulse.store._model import (
+    CALL_FIELDS,
+    EXPIRE_BATCH_EXTRA,
+    EXPIRE_PER_RECORD,
+    CallRecord,
+    Checkpoint,
+    WindowDelta,
+    WindowKey,
+)
 from llmpulse.store._query import StoredWindow
 from llmpulse.store._tables import (
     AGGREGATE_TABLES,
@@ -59,7 +67,7 @@ _LAT: Final = _N_KEY + _N_NUM
 #: Where a read row holds the version; a written row holds updated_at there and the version next.
 _VERSION: Final = _LAT + 2
 _PENDING_FIELDS: Final = ("consumer", "tenant_id", "request_id", "kind", "payload", "seen_at", "expired")
-_CALL_KEY: Final = ("request_id", "tenant_id")
+_CALL_KEY: Final = ("tenant_id", "started_at", "request_id")
 
 
 class StaleCheckpoint(StoreError):
@@ -239,6 +247,25 @@ _PG_PROGRESS_SHARE: Final = sa.text(
 )
 
 
+#: SQLite: delete one tenant's oldest call records started before a cut, up to a count (executed for
+#: many tenants at once; `CheckpointWriter._expire_calls`).
+_SQLITE_EXPIRE_CALLS: Final = (
+    "DELETE FROM calls WHERE (tenant_id, started_at, request_id) IN ("
+    "SELECT tenant_id, started_at, request_id FROM calls WHERE tenant_id = ? AND started_at < ? "
+    "ORDER BY started_at LIMIT ?)"
+)
+#: Postgres: delete each tenant's oldest call records started before a cut, up to a count per tenant,
+#: in one statement (`CheckpointWriter._expire_calls`).
+_PG_EXPIRE_CALLS: Final = (
+    "DELETE FROM calls WHERE (tenant_id, started_at, request_id) IN ("
+    "SELECT c.tenant_id, c.started_at, c.request_id "
+    "FROM unnest(CAST(%(x_tenant)s AS VARCHAR[]), CAST(%(x_rows)s AS BIGINT[])) AS v(tenant_id, n) "
+    "CROSS JOIN LATERAL (SELECT tenant_id, started_at, request_id FROM calls "
+    "WHERE calls.tenant_id = v.tenant_id AND calls.started_at < %(x_cut)s "
+    "ORDER BY started_at LIMIT v.n) AS c)"
+)
+
+
 def rollup_deltas(deltas: Mapping[WindowKey, WindowDelta], seconds: int) -> dict[WindowKey, WindowDelta]:
     """Minute-window deltas summed into buckets of `seconds` (an hour, a day) of the same tenant,
     route and model. Pure. A bucket fed by one window shares that window's delta object."""
@@ -374,6 +401,26 @@ class CheckpointWriter:
         for aggregate in self._aggregates[1:]:
             aggregate.write(conn, rollup_deltas(deltas, aggregate.seconds), now)
 
+    def _expire_calls(self, conn: sa.Connection, records: Sequence[CallRecord], cut: float) -> int:
+        """Delete call records started before `cut` of the tenants of `records`, oldest first, at
+        most `EXPIRE_PER_RECORD` per record of theirs plus `EXPIRE_BATCH_EXTRA` per tenant (see
+        `Checkpoint.expire_calls_before`); the number deleted. A tenant's oldest records are the first
+        of its key range, so each delete is one contiguous run. Blocks."""
+        per_tenant: dict[str, int] = {}
+        for r in records:
+            per_tenant[r.tenant_id] = per_tenant.get(r.tenant_id, 0) + 1
+        rows = [(t, cut, n * EXPIRE_PER_RECORD + EXPIRE_BATCH_EXTRA) for t, n in sorted(per_tenant.items())]
+        if self._postgres:
+            params = {
+                "x_tenant": _pg_array((t for t, _, _ in rows), "VARCHAR"),
+                "x_rows": _pg_array((n for _, _, n in rows), "BIGINT"),
+                "x_cut": cut,
+            }
+            return int(conn.exec_driver_sql(_PG_EXPIRE_CALLS, params).rowcount)
+        before = conn.connection.total_changes
+        conn.exec_driver_sql(_SQLITE_EXPIRE_CALLS, rows)
+        return int(conn.connection.total_changes) - int(before)
+
     def check_offsets(self, conn: sa.Connection, expected: Mapping[str, Mapping[int, int]]) -> None:
         """Lock the offset rows of every consumer in `expected` and raise `StaleCheckpoint` (naming
         the first consumer found stale) unless each holds its expected offsets (a partition without a
@@ -420,6 +467,8 @@ class CheckpointWriter:
         late = {k: d for k, d in deltas.items() if k.window_start < rolled[k.tenant_id]}
         self.add_to_rollups(conn, late, now)
         records: list[CallRecord] = [r for cp in cps for r in cp.calls.values()]
+        cuts = [cp.expire_calls_before for cp in cps if cp.expire_calls_before is not None]
+        expired = self._expire_calls(conn, records, min(cuts)) if cuts and records else 0
         if records:
             if self._postgres:
                 _pg_run(conn, _PG_CALLS_WRITE, CALL_FIELDS, records)
@@ -466,7 +515,7 @@ class CheckpointWriter:
                         processor_dedup.c.expires_at <= cp.purge_chunks_at,
                     )
                 )
-        counters: dict[str, int] = {}
+        counters: dict[str, int] = {"call_records_expired": expired} if expired else {}
         for cp in cps:
             for name, n in cp.counters.items():
                 counters[name] = counters.get(name, 0) + n

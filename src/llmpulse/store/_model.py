@@ -191,6 +191,12 @@ class Checkpoint:
         forget_before: when set, the consumer's expired pending entries first seen at or before it
             are deleted (they left the dedup horizon).
         purge_chunks_at: when set, the consumer's dedup chunks expired at it are deleted.
+        expire_calls_before: when set, the commit also deletes call records that started before it
+            (retention), of the tenants whose records it writes, at most `EXPIRE_PER_RECORD` per
+            record written plus `EXPIRE_BATCH_EXTRA` per tenant, oldest first; counted in the
+            ``call_records_expired`` counter. At a steady rate this deletes as fast as records
+            arrive, inside the writes that make them, where a separate pruner on SQLite waits its
+            turn for the database between commits.
     """
 
     consumer: str
@@ -205,6 +211,14 @@ class Checkpoint:
     watermark: float = 0.0
     forget_before: float | None = None
     purge_chunks_at: float | None = None
+    expire_calls_before: float | None = None
+
+
+#: Expired call records a commit may delete per record it writes (`Checkpoint.expire_calls_before`):
+#: more than one, so a backlog (a restart after a pause, a lowered retention) is worked off too.
+EXPIRE_PER_RECORD: Final = 2
+#: Expired call records a commit may delete per tenant besides `EXPIRE_PER_RECORD` per record.
+EXPIRE_BATCH_EXTRA: Final = 100
 
 
 #: Prefix of the dedup key of a counted call (``k:<len(tenant)>:<tenant><request_id>``).
@@ -223,6 +237,17 @@ def parse_dedup_key(key: str) -> tuple[str, str]:
         if sep and length.isdigit() and int(length) <= len(rest):
             return rest[: int(length)], rest[int(length) :]
     raise ValueError(f"unrecognised dedup key {key!r} (expected 'k:<length>:<tenant><request id>')")
+
+
+class ColdProbe(NamedTuple):
+    """A request id the processor asks the store about (`Store.lookup_cold`), with where its record
+    would start: every record starts at its request's or call event's own timestamp, so a request or
+    call event (a re-sent copy of one counted before) gives that instant (``earliest == latest``),
+    and a response a span around its own timestamp less its latency. Epoch seconds, inclusive."""
+
+    request_id: str
+    earliest: float
+    latest: float
 
 
 @dataclass(slots=True)

@@ -6,8 +6,8 @@ not rolled up yet). With ``interval_s`` 0 this process does neither: another pro
 store should (queries stay exact meanwhile, reading minutes where hours are not rolled up).
 
 On SQLite, where every writer waits for the one transaction under way, batches take about
-`max_batch_s` at most (20 ms: fewer rows than ``policy.batch_rows`` when rows are slow to delete, as
-call records are: their random request ids put each row's key on its own index page). Between two
+`max_batch_s` at most (20 ms: fewer rows than ``policy.batch_rows`` when rows are slow to delete on
+a slow disk). Between two
 batches the pruner waits `pause_s` on its stop event, so other writers (the processor's commits) get
 the database between short delete transactions, and `stop` ends a prune in progress after the batch
 under way. The clock is injected (tests pass a fake one); the interval and the pauses are real time.

@@ -360,7 +360,7 @@ def prune(
     if rolled is not None and cutoffs["windows"] is not None:
         cutoffs["windows"] = min(cutoffs["windows"], float(rolled))
     try:
-        _prune_calls(batches, cutoffs["calls"], store.dialect == "sqlite", oldest)
+        _prune_calls(batches, cutoffs["calls"], oldest)
         for table, seconds in AGGREGATE_TABLES:
             cut = cutoffs[table.name]
             if cut is not None:
@@ -397,7 +397,7 @@ def _prune_aggregate(batches: _Batches, table: sa.Table, seconds: int, cut: floa
         pass
 
 
-def _prune_calls(batches: _Batches, cut: float | None, sqlite: bool, oldest: dict[str, float | None]) -> None:
+def _prune_calls(batches: _Batches, cut: float | None, oldest: dict[str, float | None]) -> None:
     """Delete call records started before `cut`, tenant by tenant in (tenant_id, started_at) order,
     and note the oldest kept in `oldest["calls"]`. Tenants are found by a loose index scan (one
     index seek each), so a run costs a few queries per tenant besides the deletes."""
@@ -413,29 +413,22 @@ def _prune_calls(batches: _Batches, cut: float | None, sqlite: bool, oldest: dic
         start = sa.select(sa.func.min(calls.c.started_at)).where(calls.c.tenant_id == tenant)
         found = batches.scalar(start, "reading the oldest call record")
         if cut is not None and found is not None and float(found) < cut:
-            _prune_tenant_calls(batches, tenant, cut, sqlite)
+            _prune_tenant_calls(batches, tenant, cut)
             found = batches.scalar(start, "reading the oldest call record")
         if found is not None:
             first = float(found) if first is None else min(first, float(found))
     oldest["calls"] = first
 
 
-def _prune_tenant_calls(batches: _Batches, tenant: str, cut: float, sqlite: bool) -> None:
-    where = (calls.c.tenant_id == tenant, calls.c.started_at < cut)
-    if sqlite:
-        # rowid is in the (tenant_id, started_at) index: the subquery reads only the index
-        rowid: sa.ColumnClause[int] = sa.literal_column("rowid")
-        ids = (
-            sa.select(rowid)
-            .select_from(calls)
-            .where(*where)
-            .order_by(calls.c.started_at)
-            .limit(sa.bindparam(_ROWS))
-        )
-        stmt = sa.delete(calls).where(rowid.in_(ids))
-    else:
-        key = [calls.c.tenant_id, calls.c.request_id]
-        keys = sa.select(*key).where(*where).order_by(calls.c.started_at).limit(sa.bindparam(_ROWS))
-        stmt = sa.delete(calls).where(sa.tuple_(*key).in_(keys))
+def _prune_tenant_calls(batches: _Batches, tenant: str, cut: float) -> None:
+    # the tenant's oldest records are the first rows of its key range: a batch is a contiguous run
+    key = [calls.c.tenant_id, calls.c.started_at, calls.c.request_id]
+    oldest = (
+        sa.select(*key)
+        .where(calls.c.tenant_id == tenant, calls.c.started_at < cut)
+        .order_by(calls.c.started_at)
+        .limit(sa.bindparam(_ROWS))
+    )
+    stmt = sa.delete(calls).where(sa.tuple_(*key).in_(oldest))
     while batches.delete(stmt, "calls"):
         pass

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import sqlalchemy as sa
 
@@ -24,6 +24,7 @@ from llmpulse.store._model import (
     DEDUP_KEY_PREFIX,
     WINDOW_SECONDS,
     Checkpoint,
+    ColdProbe,
     ColdState,
     PendingEntry,
     ProcessorState,
@@ -45,6 +46,9 @@ from llmpulse.store._tables import (
     server_counters,
     windows,
 )
+
+#: Probes per `Store.lookup_cold` query (an OR of index ranges).
+_PROBES_PER_SELECT: Final = 50
 
 
 def _pending_entry(r: Mapping[Any, Any]) -> PendingEntry:
@@ -369,17 +373,32 @@ class Store:
             state.watermark = float(watermark) if watermark is not None else 0.0
             return state
 
-    def lookup_cold(self, consumer: str, request_ids: Sequence[str], since: float) -> ColdState:
-        """What the store knows of `request_ids`: the calls counted with those ids whose record was
-        written after `since` (processor clock), and `consumer`'s expired pending entries of those
-        ids first seen after `since`. One query per 500 ids for each. Blocks."""
+    def lookup_cold(self, consumer: str, probes: Sequence[ColdProbe], since: float) -> ColdState:
+        """What the store knows of the probed request ids: the calls counted with those ids (of any
+        tenant) whose record starts where the probe says and was written after `since` (processor
+        clock), and `consumer`'s expired pending entries of those ids first seen after `since`. One
+        query per `_PROBES_PER_SELECT` probes (each a short run of the ``started_at`` index) and one
+        per 500 ids. Blocks."""
         found = ColdState()
+        counted: set[tuple[str, str, float]] = set()
         with self._reading("looking up request ids") as conn:
-            for chunk in _chunks(sorted(set(request_ids)), 500):
-                counted = sa.select(calls.c.tenant_id, calls.c.request_id, calls.c.updated_at).where(
-                    calls.c.request_id.in_(chunk), calls.c.updated_at > since
+            for part in _chunks(sorted(set(probes)), _PROBES_PER_SELECT):
+                near = sa.or_(
+                    *(
+                        sa.and_(
+                            calls.c.started_at >= p.earliest,
+                            calls.c.started_at <= p.latest,
+                            calls.c.request_id == p.request_id,
+                        )
+                        for p in part
+                    )
                 )
-                found.counted.extend((str(t), str(r), float(u)) for t, r, u in conn.execute(counted))
+                query = sa.select(calls.c.tenant_id, calls.c.request_id, calls.c.updated_at).where(
+                    near, calls.c.updated_at > since
+                )
+                counted.update((str(t), str(r), float(u)) for t, r, u in conn.execute(query))
+            found.counted.extend(counted)
+            for chunk in _chunks(sorted({p.request_id for p in probes}), 500):
                 expired = sa.select(processor_pending).where(
                     processor_pending.c.consumer == consumer,
                     processor_pending.c.request_id.in_(chunk),
