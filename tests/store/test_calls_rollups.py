@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from llmpulse.store import Checkpoint, Store, WindowDelta, WindowKey, roll_up
+from llmpulse.store import Checkpoint, ColdProbe, Store, WindowDelta, WindowKey, roll_up
 from llmpulse.store._tables import calls, delta_from_row, rollups_day, rollups_hour
 from tests.store.conftest import make_delta, make_record
 
@@ -92,3 +92,27 @@ def test_rollups_hold_the_sum_of_their_minute_windows(store: Store) -> None:
     assert (d0.requests, d0.latency_count) == (8, 8)
     assert d0.latency_hist == make_delta(latencies=[10.0, 20.0, 30.0, 40.0] + [5.0] * 4).latency_hist
     assert days[WindowKey("t1", "rag", "m", DAY + 86400)].ttft_count == 1
+
+
+def test_lookup_cold_finds_a_request_id_where_its_record_starts_whatever_the_tenant(store: Store) -> None:
+    at = DAY + 1234.75
+    store.commit(
+        Checkpoint(
+            "c",
+            calls={
+                ("t1", "r1"): make_record("t1", "r1", started_at=at),
+                ("t2", "r1"): make_record("t2", "r1", started_at=at + 0.5),
+                ("t1", "r2"): make_record("t1", "r2", started_at=at + 30),
+            },
+        )
+    )
+
+    def found(*probes: ColdProbe, since: float = 0.0) -> list[tuple[str, str]]:
+        return [(t, r) for t, r, _ in store.lookup_cold("c", probes, since).counted]
+
+    assert found(ColdProbe("r1", at, at)) == [("t1", "r1")]  # a re-sent request: its own instant
+    assert found(ColdProbe("r1", at - 60, at + 60)) == [("t1", "r1"), ("t2", "r1")]  # a response: a span
+    assert found(ColdProbe("r1", at + 1, at + 1)) == []  # another instant: another call
+    assert found(ColdProbe("r2", at - 60, at + 29.9)) == []
+    assert found(ColdProbe("r2", at + 29, at + 31), ColdProbe("r1", at, at)) == [("t1", "r1"), ("t1", "r2")]
+    assert found(ColdProbe("r1", at, at), since=1e12) == []  # written before the horizon

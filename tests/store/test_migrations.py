@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
@@ -41,11 +42,30 @@ def test_open_twice_is_idempotent(store_url: str) -> None:
     assert {t.name for t in metadata.sorted_tables} <= tables
 
 
+#: Expression indexes: SQLAlchemy does not reflect them on SQLite (it warns), so they are compared by
+#: their definition in the catalogue instead.
+_EXPRESSION_INDEXES = {"ix_calls_second_request": ("started_at", "request_id")}
+
+
 def test_migrated_schema_matches_table_definitions(store: Store) -> None:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Skipped unsupported reflection of expression-based index")
+        warnings.filterwarnings("ignore", "autogenerate skipping metadata-specified expression-based index")
+        with store.engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            diff = compare_metadata(context, metadata)
+    # an expression index alembic cannot compare may show as one to add: checked from the catalogue
+    skipped = [d for d in diff if d[0] == "add_index" and d[1].name in _EXPRESSION_INDEXES]
+    assert [d for d in diff if not _is_version_table(d) and d not in skipped] == []
     with store.engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"compare_type": True})
-        diff = compare_metadata(context, metadata)
-    assert [d for d in diff if not _is_version_table(d)] == []
+        for name, columns in _EXPRESSION_INDEXES.items():
+            if store.dialect == "sqlite":
+                query = "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = :n"
+            else:
+                query = "SELECT indexdef FROM pg_indexes WHERE indexname = :n"
+            definition = str(conn.execute(sa.text(query), {"n": name}).scalar_one()).lower()
+            assert "bigint" in definition, definition
+            assert all(c in definition for c in columns), definition
 
 
 def _is_version_table(diff: object) -> bool:

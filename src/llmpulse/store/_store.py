@@ -8,6 +8,7 @@ database, which has a single connection, calls are serialised by a lock.
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -35,6 +36,7 @@ from llmpulse.store._model import (
 from llmpulse.store._query import GroupBy, StoredWindow, SummaryRow, epoch_bound, windows_select
 from llmpulse.store._ranges import HOUR, plan, read_rows, rolled_through
 from llmpulse.store._tables import (
+    CALL_SECOND,
     calls,
     decode_keys,
     delta_from_row,
@@ -47,8 +49,15 @@ from llmpulse.store._tables import (
     windows,
 )
 
-#: Probes per `Store.lookup_cold` query (an OR of index ranges).
-_PROBES_PER_SELECT: Final = 50
+#: `Store.lookup_cold`: the records of one request id started within a span (one index seek per
+#: second of it), written after `since`.
+_COLD_COUNTED: Final = sa.select(calls.c.tenant_id, calls.c.request_id, calls.c.updated_at).where(
+    CALL_SECOND.in_(sa.bindparam("seconds", expanding=True)),
+    calls.c.request_id == sa.bindparam("rid"),
+    calls.c.started_at >= sa.bindparam("lo"),
+    calls.c.started_at <= sa.bindparam("hi"),
+    calls.c.updated_at > sa.bindparam("since"),
+)
 
 
 def _pending_entry(r: Mapping[Any, Any]) -> PendingEntry:
@@ -382,21 +391,18 @@ class Store:
         found = ColdState()
         counted: set[tuple[str, str, float]] = set()
         with self._reading("looking up request ids") as conn:
-            for part in _chunks(sorted(set(probes)), _PROBES_PER_SELECT):
-                near = sa.or_(
-                    *(
-                        sa.and_(
-                            calls.c.started_at >= p.earliest,
-                            calls.c.started_at <= p.latest,
-                            calls.c.request_id == p.request_id,
-                        )
-                        for p in part
-                    )
-                )
-                query = sa.select(calls.c.tenant_id, calls.c.request_id, calls.c.updated_at).where(
-                    near, calls.c.updated_at > since
-                )
-                counted.update((str(t), str(r), float(u)) for t, r, u in conn.execute(query))
+            for p in sorted(set(probes)):
+                # the integer seconds the span may be stored under (SQLite truncates, Postgres rounds)
+                seconds = list(range(math.floor(p.earliest) - 1, math.floor(p.latest) + 2))
+                params = {
+                    "seconds": seconds,
+                    "rid": p.request_id,
+                    "lo": p.earliest,
+                    "hi": p.latest,
+                    "since": since,
+                }
+                rows = conn.execute(_COLD_COUNTED, params)
+                counted.update((str(t), str(r), float(u)) for t, r, u in rows)
             found.counted.extend(counted)
             for chunk in _chunks(sorted({p.request_id for p in probes}), 500):
                 expired = sa.select(processor_pending).where(
