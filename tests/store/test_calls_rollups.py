@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 
-from llmpulse.store import Checkpoint, ColdProbe, Store, WindowDelta, WindowKey, roll_up
+from llmpulse.store import ROLL_SETTLE_S, Checkpoint, ColdProbe, Store, WindowDelta, WindowKey, roll_up
 from llmpulse.store._tables import calls, delta_from_row, rollups_day, rollups_hour
 from tests.store.conftest import make_delta, make_record
 
@@ -62,7 +63,8 @@ def test_rollups_hold_the_sum_of_their_minute_windows(store: Store) -> None:
     store.commit(Checkpoint("b", windows=second))
     assert _rollup(store, rollups_hour) == {}  # an hour is rolled up once it is over, not per commit
     result = roll_up(store, DAY + 3 * 86400)
-    assert (result.hours, result.windows, result.tenants, result.complete) == (3, 4, 1, True)
+    # one transaction per hour of the tenant, and one to move it past the hours with no minutes
+    assert (result.hours, result.windows, result.transactions, result.complete) == (3, 4, 4, True)
     # a late delta for an hour already rolled up goes to the rollups in its own commit
     store.commit_many(
         [
@@ -116,3 +118,23 @@ def test_lookup_cold_finds_a_request_id_where_its_record_starts_whatever_the_ten
     assert found(ColdProbe("r2", at - 60, at + 29.9)) == []
     assert found(ColdProbe("r2", at + 29, at + 31), ColdProbe("r1", at, at)) == [("t1", "r1"), ("t1", "r2")]
     assert found(ColdProbe("r1", at, at), since=1e12) == []  # written before the horizon
+
+
+def test_one_roll_up_transaction_covers_many_tenants_and_stops_near_max_rows(store: Store) -> None:
+    windows = {
+        WindowKey(f"t{i:02d}", "chat", "m", DAY + 60 * m): make_delta(requests=1, latencies=[10.0 * (m + 1)])
+        for i in range(30)
+        for m in range(10)
+    }
+    store.commit(Checkpoint("c", windows=windows))
+    bound = DAY + 3 * 3600
+    assert store.roll_hours(bound, 0.0, max_rows=25) == (3, 30, False)  # a tenant's hour is never split
+    result = roll_up(store, bound + ROLL_SETTLE_S)
+    # one transaction rolls the 27 others' hour, one moves all 30 past the empty hours to the bound
+    assert (result.hours, result.windows, result.transactions, result.complete) == (27, 270, 2, True)
+    assert store.roll_hours(bound, 0.0) == (0, 0, True)
+    hours = _rollup(store, rollups_hour)
+    assert len(hours) == 30
+    assert all(d.requests == 10 and d.latency_count == 10 for d in hours.values())
+    with pytest.raises(ValueError, match="whole hour"):
+        store.roll_hours(bound + 1, 0.0)

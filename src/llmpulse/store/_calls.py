@@ -37,6 +37,7 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
+from llmpulse.store._engine import sqlite_sort_runs
 from llmpulse.store._model import CALL_FIELDS, WINDOW_SECONDS
 from llmpulse.store._query import epoch_bound, rfc3339
 from llmpulse.store._store import Store
@@ -92,6 +93,16 @@ _TOKEN_SUMS: Final = (
     "cached_input_tokens",
     "cache_write_tokens",
     "reasoning_tokens",
+)
+#: The figures of a `costs` row, in the order `_aggregates` and `_sum_groups` give them.
+_FIGURES: Final = (
+    "requests",
+    "errors",
+    *_TOKEN_SUMS,
+    "cost_usd",
+    "cost_unknown_requests",
+    "first_call_at",
+    "last_call_at",
 )
 _json_decode: Final = msgspec.json.decode
 _json_encode: Final = msgspec.json.encode
@@ -547,31 +558,37 @@ def costs(
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise ValueError(f"limit must be an integer >= 1, got {limit!r}")
     dialect = store.dialect
-    # One statement, one scan of the range: the calls grouped by key, the groups ranked, and every
-    # group past `limit` summed into one more row. Each step is a subquery so that GROUP BY names a
-    # column (Postgres would not match two copies of an expression holding a bound parameter).
+    # One statement, one scan of the range: the calls grouped by key (sorting every call is most of
+    # the time), the top `limit` groups (ORDER BY … LIMIT keeps only `limit` rows while it reads the
+    # groups) numbered, and every other group summed into one more row. Ranking every group with a
+    # window function sorted all the groups a second time, and summing by slot a third. Each step is
+    # a subquery so that GROUP BY names a column (Postgres would not match two copies of an
+    # expression holding a bound parameter).
     needed = [calls.c[name] for name in ("status", *_TOKEN_SUMS, "cost_usd", "started_at")]
     key = group_key(group_by, dialect).label("key")
     keyed = sa.select(key, *needed).where(*_conditions(flt)).subquery("keyed")
-    grouped = sa.select(keyed.c.key, *_aggregates(keyed)).group_by(keyed.c.key).subquery("grouped")
-    rank = sa.func.row_number().over(order_by=_group_order(order, grouped, dialect))
-    ranked = sa.select(grouped, rank.label("rank")).subquery("ranked")
-    slot = sa.case((ranked.c.rank <= limit, ranked.c.rank), else_=limit + 1)
-    slotted = sa.select(ranked, slot.label("slot")).subquery("slotted")
-    query = (
-        sa.select(slotted.c.slot, sa.func.min(slotted.c.key).label("key"), *_sum_groups(slotted))
-        .group_by(slotted.c.slot)
-        .order_by(slotted.c.slot)
+    grouped = sa.select(keyed.c.key, *_aggregates(keyed)).group_by(keyed.c.key).cte("grouped")
+    top = sa.select(grouped).order_by(*_group_order(order, grouped, dialect)).limit(limit).cte("top")
+    slot = sa.func.row_number().over(order_by=_group_order(order, top, dialect))
+    top_rows = sa.select(
+        slot.label("slot"), top.c.key, sa.literal(1).label("groups"), *(top.c[n] for n in _FIGURES)
     )
-    with store._reading("summing call costs") as conn:
-        rows = list(conn.execute(query).mappings())
+    # whether a group is one of the top ones, never null (a null key is not IN anything)
+    in_top = sa.case(
+        (grouped.c.key.is_(None), sa.exists().where(top.c.key.is_(None))),
+        else_=grouped.c.key.in_(sa.select(top.c.key).where(top.c.key.is_not(None))),
+    )
+    other_row = sa.select(
+        sa.literal(limit + 1).label("slot"), sa.null().label("key"), *_sum_groups(grouped)
+    ).where(sa.not_(in_top))
+    with store._reading("summing call costs") as conn, sqlite_sort_runs(conn):
+        rows = sorted(conn.execute(sa.union_all(top_rows, other_row)).mappings(), key=lambda r: r["slot"])
     total = _total(rows)
     total_cost = total["cost_usd"]
-    top = [row for row in rows if row["slot"] <= limit]
-    other = next((row for row in rows if row["slot"] > limit), None)
+    other = rows.pop()  # the sum of the groups beyond the top ones: always one row, of 0 groups or more
     return {
-        "groups": [{"key": row["key"], **_figures(row, total_cost)} for row in top],
-        "other": None if other is None else {"groups": int(other["groups"]), **_figures(other, total_cost)},
+        "groups": [{"key": row["key"], **_figures(row, total_cost)} for row in rows],
+        "other": {"groups": int(other["groups"]), **_figures(other, total_cost)} if other["groups"] else None,
         "total": {"groups": total["groups"], **_figures(total, total_cost)},
     }
 

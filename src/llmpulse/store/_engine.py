@@ -22,6 +22,12 @@ from sqlalchemy.pool import StaticPool
 SQLITE_BUSY_TIMEOUT_S: Final = 30.0
 #: Execution option naming how a SQLite transaction begins (``"DEFERRED"`` or ``"IMMEDIATE"``).
 SQLITE_BEGIN_OPTION: Final = "llmpulse_sqlite_begin"
+#: KiB of rows a SQLite sort holds in memory before it writes them out, sorted, as one run of its
+#: merge, inside `sqlite_sort_runs`. SQLite sizes the runs by the connection's page cache (64 MiB
+#: here, kept for the writes): a run that large is sorted far outside the CPU's caches. At 2 MiB,
+#: ``costs`` over 1M calls grouped by user took about half the time and its process 7 MiB instead
+#: of 130 MiB of memory (docs/performance.md, benchmark 7).
+SQLITE_SORT_RUN_KIB: Final = 2048
 #: Key of the Postgres advisory lock that serialises migrations of concurrent `Store.open` calls.
 MIGRATION_LOCK_KEY: Final = 0x6C6D_7075_6C73  # "lmpuls"
 
@@ -153,6 +159,33 @@ def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
             conn = conn.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
         with conn.begin():
             yield conn
+
+
+@contextlib.contextmanager
+def sqlite_sort_runs(conn: sa.Connection, kib: int = SQLITE_SORT_RUN_KIB) -> Iterator[None]:
+    """Inside the block, `conn`'s sorts (GROUP BY, ORDER BY) on SQLite write runs of `kib` KiB; a
+    no-op on Postgres. Blocks on the database.
+
+    The sorter's runs follow the page cache's size, so the block shrinks `conn`'s page cache to `kib`
+    (a read of many rows sweeps the cache anyway) and gives it its size back at the end. A sort
+    bigger than a run spills to a temporary file, as any SQLite sort past its memory does
+    (``PRAGMA temp_store=MEMORY`` would instead hold the whole sort in memory, unbounded, and
+    sort it in one run: slower). The connection is invalidated if its cache size cannot be put
+    back, so that the pool never hands out a connection with the small cache.
+    """
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    before = int(conn.exec_driver_sql("PRAGMA cache_size").scalar_one())
+    conn.exec_driver_sql(f"PRAGMA cache_size=-{int(kib)}")
+    try:
+        yield
+    finally:
+        try:
+            conn.exec_driver_sql(f"PRAGMA cache_size={before}")
+        except exc.SQLAlchemyError:
+            conn.invalidate()
+            raise
 
 
 _migrate_lock = threading.Lock()

@@ -3,10 +3,10 @@
 A commit writes its deltas to the minute windows only, unless their hour is already rolled up (a late
 event), when it adds them to the hourly and daily rollups as well. Once an hour has been over for
 `ROLL_SETTLE_S` (by the wall clock), `roll_up` sums each tenant's minute windows of that hour into
-the rollups and moves the tenant's ``rollup_progress.rolled_through`` past it, in one short write
-transaction per tenant and hour (`Store.roll_hour`). Queries read rollups only before
-``rolled_through`` and minutes from it on (`llmpulse.store._ranges.plan`), so every answer stays exact
-whatever the roller has done so far.
+the rollups and moves the tenant's ``rollup_progress.rolled_through`` past it, many tenants to a
+short write transaction (`Store.roll_hours`: about `llmpulse.store._store.ROLL_MAX_ROWS` minute windows at most).
+Queries read rollups only before ``rolled_through`` and minutes from it on
+(`llmpulse.store._ranges.plan`), so every answer stays exact whatever the roller has done so far.
 
 Why: adding every commit's deltas to the rollups meant reading, merging and rewriting an hourly and a
 daily row (histograms of an hour's or a day's buckets) for each minute window a commit touched: about
@@ -16,7 +16,9 @@ minute windows once.
 The retention pruner's thread runs `roll_up` before each prune (`RetentionPruner`), and the prune
 keeps every minute window of an hour not rolled up yet. Several processes may roll at once: each
 (tenant, hour) is rolled by whichever takes the tenant's progress row first, and the others find it
-done.
+done. A roll of many tenants (after a pause, or the first hour of a busy store) takes one
+transaction per ~20,000 minute windows, not one per tenant: on SQLite each transaction
+waits its turn behind the processor's commits.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ class RollResult:
         bound: the hour every tenant was to be rolled up to (epoch seconds).
         hours: tenant-hours summed into the rollups.
         windows: minute windows read for them.
-        tenants: tenants whose progress moved.
+        transactions: write transactions it took (`Store.roll_hours`).
         elapsed_s: wall time of the run.
         complete: False when `between` asked to stop before every tenant reached `bound`.
     """
@@ -56,7 +58,7 @@ class RollResult:
     bound: int
     hours: int
     windows: int
-    tenants: int
+    transactions: int
     elapsed_s: float
     complete: bool
 
@@ -66,7 +68,7 @@ class RollResult:
             "bound": self.bound,
             "hours": self.hours,
             "windows": self.windows,
-            "tenants": self.tenants,
+            "transactions": self.transactions,
             "elapsed_s": round(self.elapsed_s, 3),
             "complete": self.complete,
         }
@@ -79,8 +81,8 @@ def roll_up(
     settle_s: float = ROLL_SETTLE_S,
     between: Callable[[float], bool] | None = None,
 ) -> RollResult:
-    """Roll every tenant's hours that ended `settle_s` before `now` up into the rollups, one write
-    transaction per tenant and hour. `between`, when given, is called with each transaction's duration
+    """Roll every tenant's hours that ended `settle_s` before `now` up into the rollups, in short
+    write transactions (`Store.roll_hours`). `between`, when given, is called with each transaction's duration
     after it and returns False to stop (the result is then not `complete`; rolling again goes on
     where it stopped). Blocks.
 
@@ -92,20 +94,14 @@ def roll_up(
         raise ValueError(f"settle_s must be >= 0, got {settle_s!r}")
     started = time.perf_counter()
     bound = roll_bound(now, settle_s)
-    hours = rows = moved = 0
-    for tenant in store.rolling_tenants(bound):
-        moved += 1
-        while True:
-            at = time.perf_counter()
-            step = store.roll_hour(tenant, bound, now)
-            if step is None:
-                break
-            hour, read = step
-            if read:
-                hours += 1
-                rows += read
-            if between is not None and not between(time.perf_counter() - at):
-                return RollResult(bound, hours, rows, moved, time.perf_counter() - started, False)
-            if hour == bound:
-                break
-    return RollResult(bound, hours, rows, moved, time.perf_counter() - started, True)
+    hours = rows = transactions = 0
+    while True:
+        at = time.perf_counter()
+        rolled, read, done = store.roll_hours(bound, now)
+        hours += rolled
+        rows += read
+        transactions += 1
+        if done:
+            return RollResult(bound, hours, rows, transactions, time.perf_counter() - started, True)
+        if between is not None and not between(time.perf_counter() - at):
+            return RollResult(bound, hours, rows, transactions, time.perf_counter() - started, False)

@@ -49,6 +49,29 @@ from llmpulse.store._tables import (
     windows,
 )
 
+#: Minute windows a roll-up transaction reads at most, about (`Store.roll_hours`; a tenant's hour is
+#: never split).
+ROLL_MAX_ROWS: Final = 20_000
+#: Tenants whose progress one roll-up transaction locks at most.
+_ROLL_TENANTS: Final = 500
+#: `Store.roll_hours`: a tenant's first minute window in ``[lo, hi)``.
+_NEXT_MINUTE: Final = sa.select(sa.func.min(windows.c.window_start)).where(
+    windows.c.tenant_id == sa.bindparam("tenant"),
+    windows.c.window_start >= sa.bindparam("lo"),
+    windows.c.window_start < sa.bindparam("hi"),
+)
+#: `Store.roll_hours`: a tenant's minute windows in ``[lo, hi)``.
+_HOUR_MINUTES: Final = sa.select(windows).where(
+    windows.c.tenant_id == sa.bindparam("tenant"),
+    windows.c.window_start >= sa.bindparam("lo"),
+    windows.c.window_start < sa.bindparam("hi"),
+)
+#: `Store.roll_hours`: move a tenant's progress.
+_SET_PROGRESS: Final = (
+    sa.update(rollup_progress)
+    .where(rollup_progress.c.tenant_id == sa.bindparam("t"))
+    .values(rolled_through=sa.bindparam("r"))
+)
 #: `Store.lookup_cold`: the records of one request id started within a span (one index seek per
 #: second of it), written after `since`.
 _COLD_COUNTED: Final = sa.select(calls.c.tenant_id, calls.c.request_id, calls.c.updated_at).where(
@@ -224,66 +247,64 @@ class Store:
         self._windows_written += len(written)
         return [written_window(row) for row in written] if return_windows else []
 
-    def roll_hour(self, tenant_id: str, bound: int, now: float) -> tuple[int, int] | None:
-        """Roll `tenant_id`'s next hour before `bound` (a whole hour, epoch seconds) that is not rolled
-        up yet: its minute windows summed into the hourly and daily rollups, and its
-        ``rollup_progress`` moved past it, in one write transaction (the progress row locked
-        exclusively on Postgres, so no commit writing that tenant's minutes runs meanwhile).
-        Returns (the hour's start, minute rows read), or (`bound`, 0) when no minute window is
-        left before `bound` (progress moves to `bound`), or None when the tenant is rolled up to
-        `bound` already (or has no progress row). Blocks.
+    def roll_hours(self, bound: int, now: float, *, max_rows: int = ROLL_MAX_ROWS) -> tuple[int, int, bool]:
+        """Roll the next hour before `bound` (a whole hour, epoch seconds) of the tenants not rolled
+        up to it yet, in one write transaction: each tenant's next hour holding minute windows is
+        summed into the hourly and daily rollups and its ``rollup_progress`` moved past it; a tenant
+        with no minute window left before `bound` moves to `bound`. Tenants are taken in order until
+        about `max_rows` minute windows are read (at least one tenant), their progress rows locked
+        first (exclusively on Postgres, in tenant order, as commits share-lock theirs), so no commit
+        writing their minutes runs meanwhile. Returns (tenant-hours rolled, minute windows read,
+        whether every tenant has reached `bound`). Blocks.
 
         Raises:
-            ValueError: `bound` is not a whole hour.
+            ValueError: `bound` is not a whole hour, or `max_rows` < 1.
         """
         if bound % HOUR:
             raise ValueError(f"bound must be a whole hour (epoch seconds), got {bound!r}")
-        progress = sa.select(rollup_progress.c.rolled_through).where(rollup_progress.c.tenant_id == tenant_id)
+        if max_rows < 1:
+            raise ValueError(f"max_rows must be at least 1, got {max_rows!r}")
+        behind = (
+            sa.select(rollup_progress.c.tenant_id, rollup_progress.c.rolled_through)
+            .where(rollup_progress.c.rolled_through < bound)
+            .order_by(rollup_progress.c.tenant_id)
+            .limit(_ROLL_TENANTS)
+        )
         if self._dialect == "postgresql":
-            progress = progress.with_for_update()
+            behind = behind.with_for_update()
+        hours = rows = 0
         with (
             self._serial,
             self._write_lock,
-            translate_errors("rolling up an hour"),
+            translate_errors("rolling up hours"),
             write_transaction(self._engine) as conn,
         ):
-            done = conn.execute(progress).scalar()
-            if done is None or int(done) >= bound:
-                return None
-            first = conn.execute(
-                sa.select(sa.func.min(windows.c.window_start)).where(
-                    windows.c.tenant_id == tenant_id,
-                    windows.c.window_start >= int(done),
-                    windows.c.window_start < bound,
-                )
-            ).scalar()
-            hour, rows = bound, 0
-            if first is not None:
+            progress = [(str(t), int(r)) for t, r in conn.execute(behind)]
+            deltas: dict[WindowKey, WindowDelta] = {}
+            moved: list[tuple[str, int]] = []
+            for tenant, done in progress:
+                if rows >= max_rows:
+                    break
+                first = conn.execute(_NEXT_MINUTE, {"tenant": tenant, "lo": done, "hi": bound}).scalar()
+                if first is None:
+                    moved.append((tenant, bound))
+                    continue
                 hour = int(first) // HOUR * HOUR
-                query = sa.select(windows).where(
-                    windows.c.tenant_id == tenant_id,
-                    windows.c.window_start >= hour,
-                    windows.c.window_start < hour + HOUR,
-                )
-                deltas = {_key_of(row): delta_from_row(row) for row in conn.execute(query).mappings()}
-                rows = len(deltas)
-                self._writer.add_to_rollups(conn, deltas, now)
-            conn.execute(
-                sa.update(rollup_progress)
-                .where(rollup_progress.c.tenant_id == tenant_id)
-                .values(rolled_through=hour + HOUR if first is not None else bound)
-            )
-        return hour, rows
-
-    def rolling_tenants(self, bound: int) -> list[str]:
-        """The tenants whose rollups stop before `bound` (epoch seconds), ascending. Blocks."""
-        query = (
-            sa.select(rollup_progress.c.tenant_id)
-            .where(rollup_progress.c.rolled_through < bound)
-            .order_by(rollup_progress.c.tenant_id)
+                found = conn.execute(_HOUR_MINUTES, {"tenant": tenant, "lo": hour, "hi": hour + HOUR})
+                for row in found.mappings():
+                    deltas[_key_of(row)] = delta_from_row(row)
+                    rows += 1
+                hours += 1
+                moved.append((tenant, hour + HOUR))
+            self._writer.add_to_rollups(conn, deltas, now)
+            if moved:
+                conn.execute(_SET_PROGRESS, [{"t": t, "r": r} for t, r in moved])
+        done_all = (
+            len(progress) < _ROLL_TENANTS
+            and all(r >= bound for _, r in moved)
+            and len(moved) == len(progress)
         )
-        with self._reading("listing tenants to roll up") as conn:
-            return [str(t) for t in conn.execute(query).scalars()]
+        return hours, rows, done_all
 
     def purge_dedup(self, consumer: str, now: float) -> int:
         """Delete `consumer`'s dedup chunks that expired at or before `now`; the number deleted. Blocks."""
