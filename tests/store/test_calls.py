@@ -338,6 +338,21 @@ def test_groups_and_other_add_up_to_the_total_exactly(store: Store, limit: int) 
     assert (first, last) == tuple(datetime.fromisoformat(total[n]) for n in ("first_call_at", "last_call_at"))
 
 
+@pytest.mark.parametrize("limit", [1, 2, 3])
+def test_the_null_key_is_a_top_group_or_part_of_other_never_both(store: Store, limit: int) -> None:
+    users = ["ann", "ann", "ann", "bob", "bob", None]
+    _put(store, [make_record("t1", f"r{i}", user_id=u, started_at=T0 + i) for i, u in enumerate(users)])
+    answer = costs(store, CallFilter("t1"), order="requests", limit=limit)
+    ranked = [("ann", 3), ("bob", 2), (None, 1)]
+    assert [(g["key"], g["requests"]) for g in answer["groups"]] == ranked[:limit]
+    beyond = ranked[limit:]
+    other = answer["other"]
+    assert (other and (other["groups"], other["requests"])) == (
+        (len(beyond), sum(n for _, n in beyond)) if beyond else None
+    )
+    assert (answer["total"]["groups"], answer["total"]["requests"]) == (3, 6)
+
+
 def test_costs_of_unknown_prices_are_null_and_shares_null_without_a_total(store: Store) -> None:
     _put(
         store,

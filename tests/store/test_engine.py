@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 import llmpulse.store
 from llmpulse.store import Store, create_engine_for
+from llmpulse.store._engine import sqlite_sort_runs
 
 
 def test_exports_are_sorted_and_exist() -> None:
@@ -40,6 +41,37 @@ def test_sqlite_file_engine_sets_wal_and_pragmas(tmp_path: Path) -> None:
             assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 1000
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert (tmp_path / "sub" / "x.db").exists()
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("url", ["sqlite:///{tmp}/x.db", "sqlite://"])
+def test_sqlite_sort_runs_shrink_the_page_cache_inside_and_give_its_size_back(
+    url: str, tmp_path: Path
+) -> None:
+    engine = create_engine_for(url.format(tmp=tmp_path))
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE t (k INTEGER, pad TEXT)")
+            # ~6 MiB of rows: more than the small cache, which an in-memory database must not lose
+            conn.exec_driver_sql(
+                "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 29999) "
+                "INSERT INTO t SELECT i % 1000, printf('%0200d', i) FROM n"
+            )
+        with engine.connect() as conn:
+            before = conn.exec_driver_sql("PRAGMA cache_size").scalar()
+            with sqlite_sort_runs(conn, kib=1024):
+                assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -1024
+                groups = conn.exec_driver_sql("SELECT count(*) FROM (SELECT k FROM t GROUP BY k)").scalar()
+            assert groups == 1000
+            assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == before == -65536
+            with pytest.raises(RuntimeError), sqlite_sort_runs(conn):
+                raise RuntimeError
+            assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == before
+            assert conn.exec_driver_sql("SELECT count(*), sum(length(pad)) FROM t").one() == (
+                30_000,
+                6_000_000,
+            )
     finally:
         engine.dispose()
 

@@ -25,8 +25,8 @@ SQLITE_BEGIN_OPTION: Final = "llmpulse_sqlite_begin"
 #: KiB of rows a SQLite sort holds in memory before it writes them out, sorted, as one run of its
 #: merge, inside `sqlite_sort_runs`. SQLite sizes the runs by the connection's page cache (64 MiB
 #: here, kept for the writes): a run that large is sorted far outside the CPU's caches. At 2 MiB,
-#: ``costs`` over 1M calls grouped by user took about half the time and its process 7 MiB instead
-#: of 130 MiB of memory (docs/performance.md, benchmark 7).
+#: grouping 1M calls by user took 1.1–1.4 s instead of 1.7–2.2 s, and the process 7 MiB of memory
+#: instead of 137 MiB (a C program on the SQLite library; docs/performance.md, benchmark 7).
 SQLITE_SORT_RUN_KIB: Final = 2048
 #: Key of the Postgres advisory lock that serialises migrations of concurrent `Store.open` calls.
 MIGRATION_LOCK_KEY: Final = 0x6C6D_7075_6C73  # "lmpuls"
