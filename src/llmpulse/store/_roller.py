@@ -4,9 +4,9 @@ A commit writes its deltas to the minute windows only, unless their hour is alre
 event), when it adds them to the hourly and daily rollups as well. Once an hour has been over for
 `ROLL_SETTLE_S` (by the wall clock), `roll_up` sums each tenant's minute windows of that hour into
 the rollups and moves the tenant's ``rollup_progress.rolled_through`` past it, many tenants to a
-short write transaction (`Store.roll_hours`: about `llmpulse.store._store.ROLL_MAX_ROWS` minute windows at most).
-Queries read rollups only before ``rolled_through`` and minutes from it on
-(`llmpulse.store._ranges.plan`), so every answer stays exact whatever the roller has done so far.
+short write transaction (`Store.roll_hours`: about 20,000 minute windows at most). Queries read
+rollups only before ``rolled_through`` and minutes from it on (`llmpulse.store._ranges.plan`), so
+every answer stays exact whatever the roller has done so far.
 
 Why: adding every commit's deltas to the rollups meant reading, merging and rewriting an hourly and a
 daily row (histograms of an hour's or a day's buckets) for each minute window a commit touched: about
