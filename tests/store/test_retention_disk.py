@@ -4,7 +4,7 @@ Deleted pages go to SQLite's freelist and later inserts take them, so once the o
 as old as the policy allows, each round frees about as many pages as it fills. The clock is fake:
 each round is three hours of traffic committed at once, then a prune at the round's end.
 
-The traffic is the same every hour (request ids are random, so inserts land all over the key index):
+The traffic is the same every hour (request ids are random, as real clients' are):
 the file's size is the high-water mark of the live data plus one round's churn, and with payload
 sizes that vary at random that mark creeps up like a running maximum (a scratch run with random
 histogram and metadata sizes grew 590 → 596 pages between rounds 32 and 96, then stayed flat).
@@ -37,7 +37,7 @@ def _feed_hour(store: Store, rnd: random.Random, start: int) -> None:
     calls = {}
     for i in range(100):
         tenant = rnd.choice(("acme", "globex"))
-        request_id = f"req-{rnd.getrandbits(64):016x}"  # random ids: inserts land all over the key index
+        request_id = f"req-{rnd.getrandbits(64):016x}"  # random ids, as clients send
         metadata = json.dumps({"note": "x" * 200})
         calls[(tenant, request_id)] = make_record(
             tenant, request_id, started_at=start + 36.0 * i, metadata=metadata
@@ -76,3 +76,30 @@ def test_the_file_stops_growing_under_steady_traffic_with_pruning(tmp_path: Path
     assert abs(pages[-1] - pages[half - 1]) <= 2, pages
     assert max(pages[half - 1 :]) - pages[half - 1] <= 2, pages
     assert min(freelists[half:]) > 0  # pages are freed and then reused, not only appended
+
+
+def test_commits_alone_keep_the_call_records_flat_past_their_retention(tmp_path: Path) -> None:
+    """No prune at all: each commit deletes its tenants' records past the calls retention
+    (`Checkpoint.expire_calls_before`), so the call records stop growing once the oldest kept is as
+    old as the retention, and the file with them."""
+    path = tmp_path / "store.db"
+    rnd = random.Random(11)
+    now = 1_800_000_000 - 1_800_000_000 % 86400
+    kept_s = 86400.0
+    pages: list[int] = []
+    with Store.open(f"sqlite:///{path}") as store:
+        for _ in range(48):  # two days of hourly commits, 100 records each
+            calls = {}
+            for i in range(100):
+                tenant = rnd.choice(("acme", "globex"))
+                rid = f"req-{rnd.getrandbits(64):016x}"
+                calls[(tenant, rid)] = make_record(tenant, rid, started_at=now + 36.0 * i, metadata="{}")
+            now += HOUR
+            store.commit(Checkpoint("c", calls=calls, expire_calls_before=now - kept_s))
+            pages.append(_file_pages(store, path)[0])
+        with store.engine.connect() as conn:
+            oldest, count = conn.exec_driver_sql("SELECT MIN(started_at), COUNT(*) FROM calls").one()
+    assert oldest >= now - kept_s - HOUR  # nothing older than the retention (and the hour in flight)
+    assert count <= 25 * 100
+    assert pages[30] > pages[5]  # the first day fills the file
+    assert max(pages[30:]) - pages[30] <= 2, pages
