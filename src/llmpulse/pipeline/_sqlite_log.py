@@ -43,6 +43,8 @@ DEFAULT_RETENTION_S: Final = 3600.0
 #: Most records (appended batches) one prune transaction deletes.
 DEFAULT_PRUNE_BATCH_RECORDS: Final = 200
 _PRUNE_EVERY_S: Final = 10.0
+#: Appended records per INSERT statement (3 parameters each: under SQLite's oldest 999 limit).
+_ROWS_PER_INSERT: Final = 300
 #: Most events the in-memory tail keeps for readers (the processor reads them without decoding).
 DEFAULT_TAIL_EVENTS: Final = 50_000
 
@@ -231,10 +233,15 @@ class SQLiteEventLog:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 before = self._sequence(conn)
-                conn.executemany(
-                    "INSERT INTO event_log (created_at, n_events, payload) VALUES (?, ?, ?)",
-                    [(now, item.n_events, item.payload) for item in batch],
-                )
+                # multi-row statements: the driver releases the GIL around each statement's step, and
+                # taking it back waits while the other threads run (one step per row waited per row)
+                for i in range(0, len(batch), _ROWS_PER_INSERT):
+                    part = batch[i : i + _ROWS_PER_INSERT]
+                    conn.execute(
+                        "INSERT INTO event_log (created_at, n_events, payload) VALUES "
+                        + ", ".join(["(?, ?, ?)"] * len(part)),
+                        [v for item in part for v in (now, item.n_events, item.payload)],
+                    )
                 after = self._sequence(conn)
             except BaseException:
                 conn.execute("ROLLBACK")
