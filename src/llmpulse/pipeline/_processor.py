@@ -102,6 +102,11 @@ _PairRates = tuple[float, float, float] | None
 _UNSEEN: Final = (0.0, 0.0, 0.0)  # marker: model not looked up yet
 
 
+def _finite(value: object) -> bool:
+    """Whether `value` is a finite int or float (not a bool). Pure."""
+    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+
+
 @dataclass(frozen=True, slots=True)
 class ProcessorConfig:
     """Settings of the processor core, validated on construction (`ValueError` naming the field).
@@ -133,7 +138,7 @@ class ProcessorConfig:
     def __post_init__(self) -> None:
         for name in ("orphan_timeout_s", "dedup_ttl_s", "allowed_lateness_s", "hot_s"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            if not _finite(value):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
         if self.orphan_timeout_s <= 0:
             raise ValueError(f"orphan_timeout_s must be > 0, got {self.orphan_timeout_s!r}")
@@ -144,12 +149,7 @@ class ProcessorConfig:
         if self.allowed_lateness_s < 0:
             raise ValueError(f"allowed_lateness_s must be >= 0, got {self.allowed_lateness_s!r}")
         kept = self.calls_retention_s
-        if kept is not None and (
-            isinstance(kept, bool)
-            or not isinstance(kept, int | float)
-            or not math.isfinite(kept)
-            or kept <= 0
-        ):
+        if kept is not None and not (_finite(kept) and kept > 0):
             raise ValueError(f"calls_retention_s must be a positive number of seconds or None, got {kept!r}")
         if self.hot_s < 0:
             raise ValueError(f"hot_s must be >= 0, got {self.hot_s!r}")

@@ -4,9 +4,9 @@ Windows merge by read-modify-write under row locks: on Postgres the rows are cre
 locked in key order by one batched ``INSERT … ON CONFLICT DO UPDATE … RETURNING`` (so concurrent
 workers serialise per window and never deadlock); on SQLite the transaction already holds the
 database's single write lock (``BEGIN IMMEDIATE``). The merged totals are then written with one batched
-upsert. Large statements run as ``executemany`` with rows as tuples through the driver when SQLite is
-the database (its Python-side parameter handling dominates otherwise), and through SQLAlchemy's
-multi-row ``insertmanyvalues`` batching on Postgres (fewer round trips).
+upsert. Large statements run through the driver with rows as tuples when SQLite is the database
+(its Python-side parameter handling dominates otherwise), INSERTs as multi-row ``VALUES`` statements
+(`_Many`), and on Postgres as one statement over array parameters (`_pg_run`: one round trip).
 """
 
 from __future__ import annotations
@@ -488,9 +488,10 @@ class CheckpointWriter:
     def write(self, conn: sa.Connection, cps: Sequence[Checkpoint], now: float) -> list[WindowRow]:
         """Write every part of the checkpoints `cps` (of distinct consumers) on `conn`, inside the
         caller's (write) transaction, with one statement per kind of row whatever their number: the
-        minute windows and the hourly and daily rollups from the same deltas, the call records, the
-        pending joins, dedup keys, counters, watermarks and offsets. Returns the minute window rows
-        as written (merged totals, new versions). Blocks."""
+        minute windows (and, for hours already rolled up, the hourly and daily rollups from the same
+        deltas), the call records (and the deletion of expired ones), the pending joins, dedup keys,
+        counters, watermarks and offsets. Returns the minute window rows as written (merged totals,
+        new versions). Blocks."""
         if len(cps) == 1:
             deltas = cps[0].windows
         else:  # windows merge additively: add the checkpoints' deltas up first, one row each

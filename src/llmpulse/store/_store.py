@@ -407,8 +407,8 @@ class Store:
         """What the store knows of the probed request ids: the calls counted with those ids (of any
         tenant) whose record starts where the probe says and was written after `since` (processor
         clock), and `consumer`'s expired pending entries of those ids first seen after `since`. One
-        query per `_PROBES_PER_SELECT` probes (each a short run of the ``started_at`` index) and one
-        per 500 ids. Blocks."""
+        query per probe (an index seek per second of its span, ``ix_calls_second_request``) and one
+        per 500 ids for the pending entries. Blocks."""
         found = ColdState()
         counted: set[tuple[str, str, float]] = set()
         with self._reading("looking up request ids") as conn:
