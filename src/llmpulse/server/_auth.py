@@ -126,15 +126,22 @@ def requires_key(path: str, metrics_public: bool) -> bool:
     return path == "/metrics" and not metrics_public
 
 
-def _bearer(scope: Scope) -> str | None:
-    """The bearer token of the request's Authorization header; "" when malformed, None when absent."""
+def _authorization(scope: Scope) -> bytes | None:
+    """The request's Authorization header, None when absent."""
     for name, value in scope.get("headers", ()):
         if name == b"authorization":
-            if len(value) > MAX_KEY_LENGTH + 16:
-                return ""
-            scheme, _, token = value.decode("latin-1").strip().partition(" ")
-            return token.strip() if scheme.lower() == "bearer" else ""
+            return bytes(value)
     return None
+
+
+def _bearer(value: bytes | None) -> str | None:
+    """The bearer token of an Authorization value; "" when malformed, None when absent."""
+    if value is None:
+        return None
+    if len(value) > MAX_KEY_LENGTH + 16:
+        return ""
+    scheme, _, token = value.decode("latin-1").strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
 
 
 class Unauthorized(ApiError):
@@ -229,37 +236,49 @@ class Gate:
         if b"%00" in scope.get("query_string", b""):  # Postgres cannot compare with a NUL character
             return error_response(422, "query parameters may not contain a NUL character (%00)")
         try:
-            caller = await self._authenticate(scope)
+            caller = await self.authorize(_authorization(scope), _client(scope))
         except ApiError as exc:
-            if exc.status == 401:
-                self.unauthorized += 1
-                if (refused := self._limit(("ip", _client(scope)))) is not None:
-                    return refused
             return error_response(exc.status, exc.message, headers=exc.headers)
-        if caller is not None:
-            refused = self._limit(("key", caller.key_id))
-        elif self._keys_required or not self._loopback:
-            refused = self._limit(("ip", _client(scope)))
-        else:
-            refused = None
-        if refused is not None:
-            return refused
         scope.setdefault("state", {})[PRINCIPAL_KEY] = caller
         return None
 
-    def _limit(self, bucket: object) -> Response | None:
+    async def authorize(self, authorization: bytes | None, client: str) -> Principal | None:
+        """The caller of a request to a protected endpoint, from its Authorization value (None when
+        absent) and its client address; raises `ApiError` 401, 429 (``Retry-After``) or 503.
+
+        The one key and rate-limit check of every transport: `check` calls it for HTTP, the OTLP/gRPC
+        receiver for its ``authorization`` metadata. Looks up an uncached key on a worker thread;
+        call it on the event loop.
+        """
+        if self._store is None:  # before the lifespan opened the store nothing is known: fail closed
+            raise ApiError(503, "the server is starting", headers=retry_after_header(1))
+        try:
+            caller = await self._authenticate(authorization)
+        except ApiError as exc:
+            if exc.status == 401:
+                self.unauthorized += 1
+                self._limit(("ip", client))
+            raise
+        if caller is not None:
+            self._limit(("key", caller.key_id))
+        elif self._keys_required or not self._loopback:
+            self._limit(("ip", client))
+        return caller
+
+    def _limit(self, bucket: object) -> None:
+        """Take a token of `bucket`'s rate limit; `ApiError` 429 with ``Retry-After`` when over it."""
         wait = self._limiter.take(bucket)
         if wait is None:
-            return None
+            return
         self.rate_limited += 1
-        return error_response(
+        raise ApiError(
             429,
             "too many requests: over the rate limit (rate_limit_per_s, rate_limit_burst)",
             headers=retry_after_header(wait),
         )
 
-    async def _authenticate(self, scope: Scope) -> Principal | None:
-        token = _bearer(scope)
+    async def _authenticate(self, authorization: bytes | None) -> Principal | None:
+        token = _bearer(authorization)
         if token is None:
             if self._keys_required:
                 raise Unauthorized("an API key is required: send `Authorization: Bearer <key>`")

@@ -2,7 +2,8 @@
 
 * ``POST /v1/llm/request`` and ``POST /v1/llm/response``: one StreamLens event each → 200
   ``{"accepted": 1}``.
-* ``POST /v1/events``: a batch (JSON array, one JSON object, or NDJSON) → 200 ``{"accepted": N}``;
+* ``POST /v1/events``: a batch (JSON array, one JSON object, token-copilot's ``{"events": [...]}``
+  envelope, or NDJSON) → 200 ``{"accepted": N}``;
   207 ``{"accepted": N, "rejected": [{"index": i, "error": "..."}]}`` when some items were rejected
   (the accepted ones are appended); 422 with the same fields and an ``error`` when none was accepted.
 
@@ -30,6 +31,7 @@ from starlette.responses import Response
 
 from llmpulse.events import (
     DecodedBatch,
+    EnvelopeError,
     Event,
     EventValidationError,
     LLMRequest,
@@ -38,7 +40,7 @@ from llmpulse.events import (
     decode_one,
 )
 from llmpulse.pipeline import LogBackpressure, LogClosed
-from llmpulse.server._auth import principal
+from llmpulse.server._auth import Principal, principal
 from llmpulse.server._body import read_body
 from llmpulse.server._errors import JSON, ApiError, error_response, json_response, retry_after_header
 from llmpulse.server._state import ServerState, server_state
@@ -159,14 +161,21 @@ def _rejected_events(request: Request, reason: str, n: int = 1) -> None:
 
 
 async def _append(request: Request, events: Sequence[Event], payload: bytes | None = None) -> None:
-    """Append `events` to the log once durable, as the caller's tenant when it has a key.
+    """`append_events` for an HTTP request: its app's state and its caller's key."""
+    await append_events(server_state(request), principal(request), events, payload)
 
-    `payload`, an encoding of exactly `events`, is dropped when a tenant is rewritten. Raises
-    `ApiError` 503 (with ``Retry-After``) when the log pushes back or is closing.
+
+async def append_events(
+    state: ServerState, caller: Principal | None, events: Sequence[Event], payload: bytes | None = None
+) -> None:
+    """Append `events` to the log once durable, as `caller`'s tenant when it has a key.
+
+    The one ingest path of every transport (the HTTP endpoints, OTLP/HTTP and OTLP/gRPC): tenant
+    rewrite, admission (`_admit`), the durable append and the accepted/rewritten counts. `payload`,
+    an encoding of exactly `events`, is dropped when a tenant is rewritten. Raises `ApiError` 503
+    (with ``Retry-After``) when the log pushes back or is closing.
     """
-    state = server_state(request)
     log = state.require_log()
-    caller = principal(request)
     rewritten, changed = claim_tenant(events, caller.tenant_id) if caller is not None else (0, False)
     if changed:
         payload = None  # the body no longer says what is kept
@@ -280,9 +289,12 @@ async def post_events(request: Request) -> Response:
     except EventValidationError as exc:
         message = str(exc)
         status = 413 if message.startswith(_BATCH_TOO_LARGE_PREFIX) else 400
+        if isinstance(exc, EnvelopeError):
+            status = 422
         raise ApiError(status, message) from None
     if batch.events:
         await _append(request, batch.events, batch.raw)
+        server_state(request).ingest.naive_timestamps += batch.naive_timestamps
     accepted = len(batch.events)
     if not batch.rejected:
         return json_response({"accepted": accepted})
