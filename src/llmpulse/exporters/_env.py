@@ -10,14 +10,34 @@ from llmpulse.exporters._helicone import HeliconeExporter
 from llmpulse.exporters._kafka import KafkaExporter
 from llmpulse.exporters._langfuse import LangfuseExporter
 from llmpulse.exporters._logstash import LogstashExporter
-from llmpulse.exporters._otlp import OTLPExporter
+from llmpulse.exporters._otlp import GenAISemconv, OTLPExporter
 from llmpulse.exporters._pulse import PulseExporter
 from llmpulse.exporters._syslog import SyslogExporter
 from llmpulse.exporters._webhook import WebhookExporter
 
+#: OpenTelemetry's opt-in to newer semantic conventions: a comma-separated list of categories.
+ENV_SEMCONV_STABILITY_OPT_IN = "OTEL_SEMCONV_STABILITY_OPT_IN"
+#: The values of it that `genai_semconv` reads (any other category belongs to other instrumentations).
+SEMCONV_GENAI_LATEST = "gen_ai_latest_experimental"
+SEMCONV_GENAI_DUP = "gen_ai_latest_experimental/dup"
+
 #: Where llmpulse's own server is, for the `PulseExporter`.
 ENV_PULSE_URL = "LLMPULSE_EXPORT_URL"
 ENV_PULSE_API_KEY = "LLMPULSE_API_KEY"
+
+
+def genai_semconv(environ: Mapping[str, str] | None = None) -> GenAISemconv:
+    """Which GenAI attribute names the OTLP exporter sends, from ``OTEL_SEMCONV_STABILITY_OPT_IN``.
+
+    ``gen_ai_latest_experimental/dup`` in the list gives ``"dup"`` (current and previous names: it wins
+    over ``gen_ai_latest_experimental``, as ``http/dup`` wins over ``http`` in the specification);
+    otherwise ``"latest"``: with ``gen_ai_latest_experimental``, or unset, since the exporter has always
+    sent the current names. Entries are trimmed and compared case-insensitively; other categories
+    (``http``, ``database``, ...) are ignored. Never raises.
+    """
+    env = os.environ if environ is None else environ
+    entries = {part.strip().lower() for part in env.get(ENV_SEMCONV_STABILITY_OPT_IN, "").split(",")}
+    return "dup" if SEMCONV_GENAI_DUP in entries else "latest"
 
 
 def from_env(environ: Mapping[str, str] | None = None) -> list[Any]:

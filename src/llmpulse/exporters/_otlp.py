@@ -1,11 +1,16 @@
 """`OTLPExporter`: telemetry items as OpenTelemetry spans over OTLP/HTTP (protobuf or JSON) or gRPC.
 
-LLM calls (``type == "llm.call"``) become GenAI client spans following the OpenTelemetry GenAI
-semantic conventions (``gen_ai.operation.name``, ``gen_ai.provider.name``, ``gen_ai.request.model``,
-``gen_ai.usage.*`` including cache and reasoning tokens, ``gen_ai.response.time_to_first_chunk``,
-``error.type``), plus llmpulse's own attributes (``llmpulse.tenant_id``, ``llmpulse.route``,
-``llmpulse.cost_usd``, ...). SDK spans (``type == "span"``) become plain internal spans with their
-attributes and parent/child ids. Every other kind is skipped (not an error, not a drop).
+LLM calls (``type == "llm.call"``) become GenAI client spans following the current OpenTelemetry
+GenAI semantic conventions (``gen_ai.operation.name``, ``gen_ai.provider.name``,
+``gen_ai.request.model``, ``gen_ai.usage.*`` including cache and reasoning tokens,
+``gen_ai.response.time_to_first_chunk``, the proposed ``gen_ai.usage.cost.*``, ``error.type``, and,
+when the SDK kept the content, ``gen_ai.input.messages`` / ``gen_ai.output.messages`` as JSON span
+attributes, never span events), plus llmpulse's own attributes (``llmpulse.tenant_id``,
+``llmpulse.route``, ``llmpulse.cost_usd``, ``llmpulse.cost_source``, ...). `GENAI_ATTRIBUTES` is the one
+table of those names, each with the previous name that ``semconv="dup"``
+(``OTEL_SEMCONV_STABILITY_OPT_IN=gen_ai_latest_experimental/dup``) sends as well for older backends.
+SDK spans (``type == "span"``) become plain internal spans with their attributes and parent/child
+ids. Every other kind is skipped (not an error, not a drop).
 
 The ``ExportTraceServiceRequest`` is built with `opentelemetry-proto` (imported by the constructor,
 so importing `llmpulse.exporters` stays light) and POSTed over one kept-alive stdlib connection
@@ -26,6 +31,7 @@ pipeline, never into the application); `ValueError` naming the argument for a ba
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import hashlib
 import json
@@ -46,6 +52,7 @@ from llmpulse.exporters._http import (
 )
 from llmpulse.exporters._pulse import GZIP_LEVEL
 from llmpulse.exporters._webhook import _check_header
+from llmpulse.sdk import INPUT_KEYS, OUTPUT_KEYS
 from llmpulse.sdk._exporter import ExportResult
 
 if TYPE_CHECKING:
@@ -58,10 +65,52 @@ if TYPE_CHECKING:
 
     from llmpulse.exporters._otlp_grpc import GrpcTransport
 
-__all__ = ["OTLPCompression", "OTLPExporter", "OTLPProtocol"]
+__all__ = ["GENAI_ATTRIBUTES", "GenAISemconv", "OTLPCompression", "OTLPExporter", "OTLPProtocol"]
 
 OTLPProtocol = Literal["http/protobuf", "http/json", "grpc"]
 OTLPCompression = Literal["gzip", "none"]
+#: Which GenAI attribute names spans carry: ``"latest"`` the current names only, ``"dup"`` the current
+#: names and, where there was one, the previous name too (`GENAI_ATTRIBUTES`).
+GenAISemconv = Literal["latest", "dup"]
+
+#: The GenAI attributes of an LLM call span: llmpulse's concept -> (current name, previous name).
+#: The previous name (None where the conventions had none, or only span events) is what backends
+#: built on semantic conventions v1.36.0 and earlier, or on pre-2026 instrumentations (OpenLLMetry's
+#: cache names, OpenLIT's time to first token), read; it is sent only with ``semconv="dup"``.
+#: The cost set is the ``gen_ai.usage.cost.*`` proposal (semantic-conventions-genai pull request 443:
+#: ``amount`` a double, ``currency`` ISO 4217, ``source`` ``provider`` or ``local``).
+GENAI_ATTRIBUTES: Final[Mapping[str, tuple[str, str | None]]] = {
+    "operation": ("gen_ai.operation.name", None),
+    "provider": ("gen_ai.provider.name", "gen_ai.system"),
+    "request_model": ("gen_ai.request.model", None),
+    "response_model": ("gen_ai.response.model", None),
+    "input_tokens": ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens"),
+    "output_tokens": ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens"),
+    "cached_input_tokens": ("gen_ai.usage.cache_read.input_tokens", "gen_ai.usage.cache_read_input_tokens"),
+    "cache_write_tokens": (
+        "gen_ai.usage.cache_creation.input_tokens",
+        "gen_ai.usage.cache_creation_input_tokens",
+    ),
+    "reasoning_tokens": ("gen_ai.usage.reasoning.output_tokens", None),
+    "finish_reasons": ("gen_ai.response.finish_reasons", None),
+    "ttft_s": ("gen_ai.response.time_to_first_chunk", "gen_ai.server.time_to_first_token"),
+    "cost_amount": ("gen_ai.usage.cost.amount", None),
+    "cost_currency": ("gen_ai.usage.cost.currency", None),
+    "cost_source": ("gen_ai.usage.cost.source", None),
+    "input_messages": ("gen_ai.input.messages", None),
+    "output_messages": ("gen_ai.output.messages", None),
+}
+#: llmpulse's `cost_source` -> the proposal's ``gen_ai.usage.cost.source`` (a figure the provider
+#: reported, or one the sender computed); a cost without a source is the sender's estimate.
+_COST_SOURCES: Final[Mapping[str, str]] = {
+    "provider": "provider",
+    "estimate": "local",
+    "genai-prices": "local",
+}
+#: `metadata` keys holding the prompt / the completion (the SDK's, removed there unless recorded), in
+#: a fixed order: the first one present is the content.
+_INPUT_KEYS: Final = tuple(sorted(INPUT_KEYS))
+_OUTPUT_KEYS: Final = tuple(sorted(OUTPUT_KEYS))
 
 ENV_ENDPOINT: Final = "OTEL_EXPORTER_OTLP_ENDPOINT"
 ENV_TRACES_ENDPOINT: Final = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
@@ -166,6 +215,93 @@ def _flatten(prefix: str, value: Any) -> Iterator[tuple[str, Scalar]]:
         yield prefix, value
 
 
+def _parts(content: Any) -> list[dict[str, Any]]:
+    """A message's `content` as GenAI message parts: strings and text parts as ``text``, others kept."""
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "content": content}]
+    if isinstance(content, Mapping):
+        text = content.get("text", content.get("content"))
+        if content.get("type") in (None, "text", "input_text", "output_text") and isinstance(text, str):
+            return [{"type": "text", "content": text}]
+        if isinstance(content.get("type"), str):
+            return [dict(content)]  # a part of another kind (image, file, ...): a generic part as given
+        return [{"type": "text", "content": json.dumps(content, default=str)}]
+    if isinstance(content, list | tuple):
+        return [part for inner in content for part in _parts(inner)]
+    return [{"type": "text", "content": str(content)}]
+
+
+def _tool_call_part(call: Any) -> dict[str, Any] | None:
+    """An OpenAI-style ``tool_calls`` entry as a ``tool_call`` part; None when it names no tool."""
+    if not isinstance(call, Mapping):
+        return None
+    inner = call.get("function")
+    function: Mapping[str, Any] = inner if isinstance(inner, Mapping) else call
+    name = function.get("name")
+    if not isinstance(name, str):
+        return None
+    arguments = function.get("arguments", function.get("input"))
+    if isinstance(arguments, str):
+        with contextlib.suppress(ValueError):  # arguments that are not JSON are kept as the string
+            arguments = json.loads(arguments)
+    part: dict[str, Any] = {"type": "tool_call", "name": name, "arguments": arguments}
+    if call.get("id") is not None:
+        part["id"] = str(call["id"])
+    return part
+
+
+def _message(value: Any, role: str) -> dict[str, Any]:
+    """One chat message (a string, an OpenAI/Anthropic-style mapping, or one already in the GenAI
+    shape with ``parts``) as a GenAI message with ``role`` and ``parts``; `role` when it names none."""
+    if not isinstance(value, Mapping):
+        return {"role": role, "parts": _parts(value)}
+    if isinstance(value.get("parts"), list):
+        return {**value, "role": str(value.get("role") or role)}
+    role = str(value.get("role") or role)
+    if role == "tool":
+        response: dict[str, Any] = {"type": "tool_call_response", "response": value.get("content")}
+        if value.get("tool_call_id") is not None:
+            response["id"] = str(value["tool_call_id"])
+        return {"role": role, "parts": [response]}
+    parts = _parts(value.get("content"))
+    for call in value.get("tool_calls") or ():
+        part = _tool_call_part(call)
+        if part is not None:
+            parts.append(part)
+    message: dict[str, Any] = {"role": role, "parts": parts}
+    if isinstance(value.get("name"), str):
+        message["name"] = value["name"]
+    return message
+
+
+def genai_input_messages(content: Any) -> list[dict[str, Any]]:
+    """The prompt an item recorded (a string, one message or a list of messages) as the
+    ``gen_ai.input.messages`` list of the GenAI conventions (a bare string is one ``user`` message). Pure."""
+    messages = content if isinstance(content, list | tuple) else [content]
+    return [_message(message, "user") for message in messages]
+
+
+def genai_output_messages(content: Any, finish_reason: str) -> list[dict[str, Any]]:
+    """The completion an item recorded as the ``gen_ai.output.messages`` list of the GenAI conventions:
+    one ``assistant`` message per choice, each with `finish_reason` unless it names its own. Pure."""
+    choices = (
+        content
+        if isinstance(content, list | tuple)
+        and all(isinstance(c, Mapping) and ("role" in c or "parts" in c) for c in content)
+        and content
+        else [content]
+    )
+    result = []
+    for choice in choices:
+        message = _message(choice, "assistant")
+        reason = choice.get("finish_reason") if isinstance(choice, Mapping) else None
+        message["finish_reason"] = str(reason or finish_reason)
+        result.append(message)
+    return result
+
+
 def _env_value(kwarg: str, text: str, variable: str) -> Any:
     """The `from_env` keyword value of one variable's `text`; `ValueError` naming the `variable`."""
     if kwarg == "headers":
@@ -207,6 +343,8 @@ class OTLPExporter:
     (each gRPC call); `name` is the exporter's key in ``collector.stats()["exporters"]``;
     `compression` ``"gzip"`` compresses every request. gRPC only: `certificate_file` (PEM roots to
     trust), `client_key_file` and `client_certificate_file` (mutual TLS), read by the constructor.
+    `semconv` ``"latest"`` (default) names GenAI attributes as the current conventions do; ``"dup"``
+    also sends each one's previous name (`GENAI_ATTRIBUTES`) for backends that only know those.
     `export` blocks on the network; the pipeline serialises calls. Raises `ValueError` naming the
     argument when one is invalid, `ImportError` when `opentelemetry-proto` (or, for gRPC, `grpcio`)
     is not installed.
@@ -227,7 +365,10 @@ class OTLPExporter:
         certificate_file: str | os.PathLike[str] | None = None,
         client_key_file: str | os.PathLike[str] | None = None,
         client_certificate_file: str | os.PathLike[str] | None = None,
+        semconv: GenAISemconv = "latest",
     ) -> None:
+        if semconv not in ("latest", "dup"):
+            raise ValueError(f"semconv must be 'latest' or 'dup', got {semconv!r}")
         if protocol not in ("http/protobuf", "http/json", "grpc"):
             raise ValueError(f"protocol must be 'http/protobuf', 'http/json' or 'grpc', got {protocol!r}")
         if compression not in (None, "gzip", "none"):
@@ -255,6 +396,7 @@ class OTLPExporter:
         self.service_name: Final = service_name
         self.timeout_s: Final = float(timeout_s)
         self.gzip: Final = compression == "gzip"
+        self.semconv: Final[GenAISemconv] = semconv
         self._client: KeepAliveClient | None = None
         self._grpc: GrpcTransport | None = None
         if protocol == "grpc":
@@ -318,10 +460,11 @@ class OTLPExporter:
         ``OTEL_EXPORTER_OTLP_HEADERS`` (``k=v,k2=v2``, percent-decoded), ``..._COMPRESSION``,
         ``..._TIMEOUT`` (milliseconds), ``..._CERTIFICATE``, ``..._CLIENT_KEY``,
         ``..._CLIENT_CERTIFICATE``, ``..._INSECURE`` (gRPC only), each also as
-        ``OTEL_EXPORTER_OTLP_TRACES_*`` (which wins), plus ``OTEL_SERVICE_NAME`` and
-        ``OTEL_RESOURCE_ATTRIBUTES``. `environ` defaults to `os.environ`; keyword `overrides` win over
-        the environment. Raises `ValueError` naming the variable for a bad value. Reads the certificate
-        files, if any; does not connect.
+        ``OTEL_EXPORTER_OTLP_TRACES_*`` (which wins), plus ``OTEL_SERVICE_NAME``,
+        ``OTEL_RESOURCE_ATTRIBUTES`` and ``OTEL_SEMCONV_STABILITY_OPT_IN`` (`semconv`, read by
+        `llmpulse.exporters._env.genai_semconv`). `environ` defaults to `os.environ`; keyword
+        `overrides` win over the environment. Raises `ValueError` naming the variable for a bad value.
+        Reads the certificate files, if any; does not connect.
         """
         env = os.environ if environ is None else environ
         traces_endpoint = env.get(ENV_TRACES_ENDPOINT, "").strip()
@@ -344,6 +487,10 @@ class OTLPExporter:
         resource = env.get(ENV_RESOURCE_ATTRIBUTES, "").strip()
         if resource:
             kwargs["resource_attributes"] = _parse_key_values(resource, ENV_RESOURCE_ATTRIBUTES)
+        # Here, not at the top: `_env` builds every exporter, this one included, at import time.
+        from llmpulse.exporters._env import genai_semconv
+
+        kwargs["semconv"] = genai_semconv(env)
         kwargs.update(overrides)
         try:
             made = cls(**kwargs)
@@ -488,36 +635,50 @@ class OTLPExporter:
         span.end_time_unix_nano = start + (
             round(float(latency_ms) * 1_000_000) if isinstance(latency_ms, int | float) else 0
         )
-        attributes: dict[str, Any] = {
-            "gen_ai.operation.name": operation,
-            "gen_ai.provider.name": item.get("provider"),
-            "gen_ai.request.model": model,
-            "gen_ai.response.model": item.get("response_model"),
-            "gen_ai.usage.input_tokens": item.get("input_tokens"),
-            "gen_ai.usage.output_tokens": item.get("output_tokens"),
+        genai: dict[str, Any] = {
+            "operation": operation,
+            "provider": item.get("provider"),
+            "request_model": model,
+            "response_model": item.get("response_model"),
+            "input_tokens": item.get("input_tokens"),
+            "output_tokens": item.get("output_tokens"),
         }
-        for key, field in (
-            ("gen_ai.usage.cache_read.input_tokens", "cached_input_tokens"),
-            ("gen_ai.usage.cache_creation.input_tokens", "cache_write_tokens"),
-            ("gen_ai.usage.reasoning.output_tokens", "reasoning_tokens"),
-        ):
+        for field in ("cached_input_tokens", "cache_write_tokens", "reasoning_tokens"):
             if item.get(field):
-                attributes[key] = item[field]
+                genai[field] = item[field]
         if item.get("finish_reason"):
-            attributes["gen_ai.response.finish_reasons"] = [str(item["finish_reason"])]
+            genai["finish_reasons"] = [str(item["finish_reason"])]
         ttft_ms = item.get("ttft_ms")
         if isinstance(ttft_ms, int | float):
-            attributes["gen_ai.response.time_to_first_chunk"] = float(ttft_ms) / 1000.0
+            genai["ttft_s"] = float(ttft_ms) / 1000.0
+        cost = float(item["cost"]) if isinstance(item.get("cost"), int | float) else None
+        cost_source = str(item.get("cost_source") or "estimate") if cost is not None else None
+        if cost is not None:
+            genai["cost_amount"] = cost
+            genai["cost_currency"] = "USD"
+            genai["cost_source"] = _COST_SOURCES.get(str(cost_source), "local")
         is_error = item.get("status") == "error" or item.get("error") is not None
+        metadata = item.get("metadata")
+        content_keys: set[str] = set()
+        if isinstance(metadata, Mapping):
+            prompt_key = next((k for k in _INPUT_KEYS if metadata.get(k) is not None), None)
+            if prompt_key is not None:
+                genai["input_messages"] = genai_input_messages(metadata[prompt_key])
+                content_keys.add(prompt_key)
+            completion_key = next((k for k in _OUTPUT_KEYS if metadata.get(k) is not None), None)
+            if completion_key is not None:
+                reason = item.get("finish_reason") or ("error" if is_error else "unknown")
+                genai["output_messages"] = genai_output_messages(metadata[completion_key], str(reason))
+                content_keys.add(completion_key)
+        attributes = self._genai_attributes(genai)
         if is_error:
             attributes["error.type"] = _error_type(item.get("error"))
         attributes.update(
             {
                 "llmpulse.tenant_id": item.get("tenant_id"),
                 "llmpulse.route": item.get("route"),
-                "llmpulse.cost_usd": float(item["cost"])
-                if isinstance(item.get("cost"), int | float)
-                else None,
+                "llmpulse.cost_usd": cost,
+                "llmpulse.cost_source": cost_source,
                 "llmpulse.request_id": item.get("request_id"),
                 "user.id": item.get("user_id"),
                 "session.id": item.get("session_id"),
@@ -528,14 +689,30 @@ class OTLPExporter:
                 "llmpulse.environment": item.get("environment"),
             }
         )
-        metadata = item.get("metadata")
         if isinstance(metadata, Mapping):
-            attributes.update(_flatten("llmpulse.metadata", metadata))
+            rest = {k: v for k, v in metadata.items() if k not in content_keys}
+            attributes.update(_flatten("llmpulse.metadata", rest))
         span.attributes.extend(self._key_values(iter(attributes.items())))
         if is_error:
             span.status.code = self._trace_pb2.Status.StatusCode.STATUS_CODE_ERROR
             span.status.message = _error_message(item.get("error"))
         return span
+
+    def _genai_attributes(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Span attributes of `values` (keys of `GENAI_ATTRIBUTES`) under their current names and,
+        with ``semconv="dup"``, their previous ones too; None values are left out. Message lists
+        become JSON strings, as the conventions allow on spans and receivers such as Phoenix read."""
+        attributes: dict[str, Any] = {}
+        for key, value in values.items():
+            if value is None:
+                continue
+            if key in ("input_messages", "output_messages"):
+                value = json.dumps(value, default=str, ensure_ascii=False, separators=(",", ":"))
+            current, previous = GENAI_ATTRIBUTES[key]
+            attributes[current] = value
+            if previous is not None and self.semconv == "dup":
+                attributes[previous] = value
+        return attributes
 
     def _sdk_span(self, item: Mapping[str, Any]) -> ProtoSpan:
         """A plain internal span for one SDK ``span`` item, attributes and parent id kept."""
