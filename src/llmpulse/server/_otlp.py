@@ -1,7 +1,7 @@
 """The OTLP receiver: ``POST /v1/traces`` (OTLP/HTTP, protobuf or OTLP/JSON, gzip accepted).
 
 Spans that describe a model call become `LLMCall` events, appended through the ingest path
-(`llmpulse.server._ingest._append`: back-pressure, durability, 503 + ``Retry-After``), so the
+(`llmpulse.server._ingest.append_events`: back-pressure, durability, 503 + ``Retry-After``), so the
 processor joins, deduplicates and windows them like any other call:
 
 * OpenTelemetry GenAI spans: ``gen_ai.operation.name`` in `CALL_OPERATIONS`, or, from instrumentations
@@ -18,7 +18,8 @@ Answers: 200 with an ``ExportTraceServiceResponse`` in the request's encoding; e
 ``{"error": ...}`` (with the ``code`` and ``message`` of a ``google.rpc.Status``): 400 undecodable
 body, 413 too large (bytes, decompressed bytes, or spans), 415 content type or encoding, 501 without
 `opentelemetry-proto`, 503 when the event log is behind. The attribute mapping is in
-docs/otlp-receiver.md.
+docs/otlp-receiver.md. The OTLP/gRPC receiver (`llmpulse.server._otlp_grpc`) goes through the same
+`accept_export`, its errors mapped by `GRPC_CODES`.
 """
 
 from __future__ import annotations
@@ -37,9 +38,10 @@ from starlette.responses import Response
 
 from llmpulse.events import CALL_TYPE, EventValidationError, Limits, LLMCall, check_event
 from llmpulse.events._limits import MAX_LATENCY_MS, MAX_TOKENS
+from llmpulse.server._auth import Principal, principal
 from llmpulse.server._body import read_bytes
 from llmpulse.server._errors import JSON, ApiError
-from llmpulse.server._ingest import DECODE_IN_THREAD_BYTES, _append
+from llmpulse.server._ingest import DECODE_IN_THREAD_BYTES, append_events
 from llmpulse.server._otlp_decode import (
     JSON_TYPE,
     PROTOBUF,
@@ -52,7 +54,7 @@ from llmpulse.server._otlp_decode import (
     value_of,
 )
 from llmpulse.server._settings import ServerSettings
-from llmpulse.server._state import server_state
+from llmpulse.server._state import ServerState, server_state
 
 if TYPE_CHECKING:
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -72,8 +74,9 @@ _METADATA_PREFIX: Final = "llmpulse.metadata."
 _MAX_ERROR_TEXT: Final = 1024
 #: At most this many rejection reasons are quoted in ``partial_success.error_message``.
 _QUOTED_REJECTIONS: Final = 5
-#: gRPC status codes of the error answers (the ``code`` of their ``google.rpc.Status`` form).
-_GRPC_CODES: Final = {400: 3, 413: 3, 415: 3, 501: 12, 503: 14}
+#: gRPC status codes of the error answers (the ``code`` of their ``google.rpc.Status`` form, and the
+#: status of the OTLP/gRPC receiver's answers; 401 and 429 come from the key gate).
+GRPC_CODES: Final = {400: 3, 401: 16, 413: 3, 415: 3, 429: 8, 501: 12, 503: 14}
 
 router = APIRouter(tags=["otlp"])
 
@@ -373,11 +376,17 @@ def _is_json(request: Request) -> bool:
     raise ApiError(415, f"`Content-Type` must be {PROTOBUF} or {JSON_TYPE} (OTLP/HTTP), got {got}")
 
 
-async def _receive(request: Request) -> Response:
-    state = server_state(request)
+async def accept_export(state: ServerState, caller: Principal | None, data: bytes, *, as_json: bool) -> bytes:
+    """Decode an export, append its model calls as `caller`'s, count it; the answer's body.
+
+    The one receiving path of both transports (``POST /v1/traces`` and OTLP/gRPC): decoding (on a
+    worker thread from `DECODE_IN_THREAD_BYTES`), `read_export`, the ingest path's
+    `append_events` (tenant of the key, admission, durable append), the `OTLPCounters`, and the
+    ``ExportTraceServiceResponse`` with its ``partial_success`` in the request's encoding. Raises
+    `ApiError` 400 (undecodable), 413 (too many spans), 501 (no opentelemetry-proto), 503 (the log
+    is behind or closing).
+    """
     settings = state.settings
-    as_json = _is_json(request)
-    data = await read_bytes(request, settings.limits.max_body_bytes)
     try:
         if len(data) >= DECODE_IN_THREAD_BYTES:
             export = await to_thread.run_sync(_decode, data, as_json, settings)
@@ -388,7 +397,7 @@ async def _receive(request: Request) -> Response:
     except OTLPUnavailable as exc:
         raise ApiError(501, str(exc)) from None
     if export.calls:
-        await _append(request, export.calls)
+        await append_events(state, caller, export.calls)
     counters = state.otlp
     counters.exports += 1
     counters.spans_received += export.received
@@ -396,7 +405,14 @@ async def _receive(request: Request) -> Response:
     counters.spans_ignored += export.ignored
     counters.spans_rejected += len(export.rejections)
     rejected = len(export.rejections)
-    body = encode_response(rejected, export.error_message() if rejected else "", json=as_json)
+    return encode_response(rejected, export.error_message() if rejected else "", json=as_json)
+
+
+async def _receive(request: Request) -> Response:
+    state = server_state(request)
+    as_json = _is_json(request)
+    data = await read_bytes(request, state.settings.limits.max_body_bytes)
+    body = await accept_export(state, principal(request), data, as_json=as_json)
     return Response(body, media_type=JSON_TYPE if as_json else PROTOBUF)
 
 
@@ -458,6 +474,6 @@ async def post_traces(request: Request) -> Response:
     try:
         return await _receive(request)
     except ApiError as exc:
-        exc.extra.setdefault("code", _GRPC_CODES.get(exc.status, 2))
+        exc.extra.setdefault("code", GRPC_CODES.get(exc.status, 2))
         exc.extra.setdefault("message", exc.message)
         raise
