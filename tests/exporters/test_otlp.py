@@ -24,7 +24,13 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from llmpulse.events import to_dict
 from llmpulse.events._sdk_schema import Span as SdkSpan
-from llmpulse.exporters._otlp import OTLPExporter
+from llmpulse.exporters._env import ENV_SEMCONV_STABILITY_OPT_IN, genai_semconv
+from llmpulse.exporters._otlp import (
+    GENAI_ATTRIBUTES,
+    OTLPExporter,
+    genai_input_messages,
+    genai_output_messages,
+)
 from llmpulse.sdk import Collector, TelemetryConfig
 from llmpulse.sdk._exporter import ExportError, ExportResult, RetryableError
 from tests.sdk.test_pipeline import call
@@ -240,6 +246,12 @@ def check_genai_request(request: ExportTraceServiceRequest) -> None:
     assert a["gen_ai.response.time_to_first_chunk"] == pytest.approx(0.25)
     assert (a["llmpulse.tenant_id"], a["llmpulse.route"]) == ("acme", "support-bot")
     assert a["llmpulse.cost_usd"] == pytest.approx(0.0042)
+    # the proposed cost set: a cost without a source is the sender's estimate, computed locally
+    assert a["gen_ai.usage.cost.amount"] == pytest.approx(0.0042)
+    assert (a["gen_ai.usage.cost.currency"], a["gen_ai.usage.cost.source"]) == ("USD", "local")
+    assert a["llmpulse.cost_source"] == "estimate"
+    # current names only by default: none of the previous ones
+    assert not set(a) & {previous for _, previous in GENAI_ATTRIBUTES.values() if previous}
     assert (a["user.id"], a["session.id"], a["llmpulse.org_id"]) == ("u-1", "s-1", "o-1")
     assert a["llmpulse.metadata.ticket"] == 42
     assert a["llmpulse.metadata.lang"] == "fr"
@@ -252,6 +264,104 @@ def check_genai_request(request: ExportTraceServiceRequest) -> None:
     assert (parent.trace_id.hex(), parent.span_id.hex(), parent.parent_span_id) == (TRACE, PARENT, b"")
     assert (parent.start_time_unix_nano, parent.end_time_unix_nano) == (START_NS, START_NS + 2_000_000_000)
     assert attrs(parent) == {"ticket.priority": "high", "attempt": 2}
+
+
+def test_dup_sends_the_previous_names_beside_the_current_ones(receiver: Receiver, make: Any) -> None:
+    make(receiver.url, semconv="dup").export([llm_item()])
+    a = attrs(spans(receiver.got[0])[0])
+    assert (a["gen_ai.system"], a["gen_ai.provider.name"]) == ("openai", "openai")
+    assert (a["gen_ai.usage.prompt_tokens"], a["gen_ai.usage.completion_tokens"]) == (1200, 300)
+    assert a["gen_ai.usage.cache_read_input_tokens"] == a["gen_ai.usage.cache_read.input_tokens"] == 800
+    assert a["gen_ai.usage.cache_creation_input_tokens"] == 100
+    assert a["gen_ai.server.time_to_first_token"] == pytest.approx(0.25)
+    assert a["gen_ai.usage.input_tokens"] == 1200  # the current names are still there
+    for current, previous in GENAI_ATTRIBUTES.values():
+        if previous is not None and current in a:
+            assert a[previous] == a[current], previous
+
+
+def test_a_provider_cost_says_so(receiver: Receiver, make: Any) -> None:
+    make(receiver.url).export([llm_item(cost=0.5, cost_source="provider"), llm_item(cost=None)])
+    priced, unpriced = (attrs(s) for s in spans(receiver.got[0]))
+    assert (priced["gen_ai.usage.cost.source"], priced["llmpulse.cost_source"]) == ("provider", "provider")
+    assert priced["gen_ai.usage.cost.amount"] == 0.5
+    assert not {k for k in unpriced if "cost" in k}  # unknown is absent, never a 0
+
+
+def test_recorded_content_becomes_message_attributes_not_events(receiver: Receiver, make: Any) -> None:
+    prompt = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": [{"type": "text", "text": "Weather in Paris?"}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "weather", "arguments": '{"city":"Paris"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "rainy"},
+    ]
+    metadata = {"input": prompt, "output": "Rainy, 14 C.", "ticket": 7}
+    make(receiver.url).export([llm_item(metadata=metadata), llm_item(metadata={"prompt": "hi"})])
+    (span, bare) = spans(receiver.got[0])
+    a = attrs(span)
+    assert json.loads(a["gen_ai.input.messages"]) == [
+        {"role": "system", "parts": [{"type": "text", "content": "Be brief."}]},
+        {"role": "user", "parts": [{"type": "text", "content": "Weather in Paris?"}]},
+        {
+            "role": "assistant",
+            "parts": [{"type": "tool_call", "name": "weather", "arguments": {"city": "Paris"}, "id": "c1"}],
+        },
+        {"role": "tool", "parts": [{"type": "tool_call_response", "response": "rainy", "id": "c1"}]},
+    ]
+    assert json.loads(a["gen_ai.output.messages"]) == [
+        {"role": "assistant", "parts": [{"type": "text", "content": "Rainy, 14 C."}], "finish_reason": "stop"}
+    ]
+    assert list(span.events) == []
+    assert a["llmpulse.metadata.ticket"] == 7
+    assert not [k for k in a if k.startswith("llmpulse.metadata.") and k != "llmpulse.metadata.ticket"]
+    assert json.loads(attrs(bare)["gen_ai.input.messages"]) == [
+        {"role": "user", "parts": [{"type": "text", "content": "hi"}]}
+    ]
+    assert "gen_ai.output.messages" not in attrs(bare)
+
+
+def test_content_left_out_by_the_sdk_sends_no_messages(receiver: Receiver, make: Any) -> None:
+    exporter = make(receiver.url)
+    collector = Collector(
+        TelemetryConfig(flush_interval_ms=10, record_inputs=False, record_outputs=False), exporters=[exporter]
+    )
+    try:
+        collector.record(call(0, metadata={"input": "secret prompt", "output": "secret answer"}))
+        assert collector.flush(5.0)
+    finally:
+        collector.shutdown(5.0)
+    a = attrs(spans(receiver.got[0])[0])
+    assert "gen_ai.input.messages" not in a
+    assert "gen_ai.output.messages" not in a
+    assert "secret" not in receiver.got[0].raw.decode("latin-1")
+
+
+def test_output_messages_keep_each_choice_and_its_finish_reason() -> None:
+    choices = [
+        {"role": "assistant", "content": "a", "finish_reason": "length"},
+        {"role": "assistant", "content": "b"},
+    ]
+    assert genai_output_messages(choices, "stop") == [
+        {"role": "assistant", "parts": [{"type": "text", "content": "a"}], "finish_reason": "length"},
+        {"role": "assistant", "parts": [{"type": "text", "content": "b"}], "finish_reason": "stop"},
+    ]
+    # already in the conventions' shape: kept as given
+    shaped = [{"role": "user", "parts": [{"type": "text", "content": "x"}]}]
+    assert genai_input_messages(shaped) == shaped
+    # content parts of one message are not mistaken for choices
+    assert genai_output_messages([{"type": "text", "text": "t"}], "stop") == [
+        {"role": "assistant", "parts": [{"type": "text", "content": "t"}], "finish_reason": "stop"}
+    ]
 
 
 def test_otlp_json_uses_hex_ids_camel_case_and_integer_enums(receiver: Receiver, make: Any) -> None:
@@ -455,8 +565,33 @@ def test_from_env_uses_the_traces_endpoint_as_is(receiver: Receiver) -> None:
 
 
 @pytest.mark.parametrize(
+    ("opt_in", "expected"),
+    [
+        (None, "latest"),
+        ("", "latest"),
+        ("gen_ai_latest_experimental", "latest"),
+        ("http, gen_ai_latest_experimental/dup", "dup"),
+        ("gen_ai_latest_experimental,GEN_AI_LATEST_EXPERIMENTAL/DUP", "dup"),
+        ("http/dup,database", "latest"),
+    ],
+)
+def test_semconv_opt_in_is_read_from_the_environment(opt_in: str | None, expected: str) -> None:
+    environ = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}
+    if opt_in is not None:
+        environ[ENV_SEMCONV_STABILITY_OPT_IN] = opt_in
+    assert genai_semconv(environ) == expected
+    made = OTLPExporter.from_env(environ)
+    assert made is not None
+    assert made.semconv == expected
+    overridden = OTLPExporter.from_env(environ, semconv="latest")
+    assert overridden is not None
+    assert overridden.semconv == "latest"
+
+
+@pytest.mark.parametrize(
     ("kwargs", "match"),
     [
+        ({"endpoint": "http://x", "semconv": "old"}, "semconv"),
         ({"endpoint": "ftp://x"}, "endpoint"),
         ({"endpoint": "http://x", "protocol": "thrift"}, "protocol"),
         ({"endpoint": "http://x", "certificate_file": "ca.pem"}, "certificate_file"),
