@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -152,6 +153,27 @@ def test_the_grpc_message_is_the_otlp_http_protobuf_body(receiver: Receiver, mak
     make(receiver.url, service_name="checkout").export(items)
     http = OTLPExporter("http://127.0.0.1:9", service_name="checkout")
     assert receiver.got[0].request.SerializeToString() == http.encode(http.build_request(items))
+
+
+def test_opt_in_dup_names_and_content_arrive_over_grpc_too(receiver: Receiver) -> None:
+    made = OTLPExporter.from_env(
+        {
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+            "OTEL_SEMCONV_STABILITY_OPT_IN": "gen_ai_latest_experimental/dup",
+        }
+    )
+    assert made is not None
+    try:
+        made.export([llm_item(metadata={"input": "hi", "output": "hello"}, cost_source="provider")])
+    finally:
+        made.shutdown(1.0)
+    a = attrs(spans(receiver.got[0])[0])
+    assert (a["gen_ai.provider.name"], a["gen_ai.system"]) == ("openai", "openai")
+    assert (a["gen_ai.usage.input_tokens"], a["gen_ai.usage.prompt_tokens"]) == (1200, 1200)
+    assert (a["gen_ai.usage.cost.source"], a["llmpulse.cost_source"]) == ("provider", "provider")
+    assert json.loads(a["gen_ai.output.messages"])[0]["parts"] == [{"type": "text", "content": "hello"}]
+    assert list(spans(receiver.got[0])[0].events) == []
 
 
 def test_errors_set_status_and_an_empty_batch_sends_nothing(receiver: Receiver, make: Any) -> None:
