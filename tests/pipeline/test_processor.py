@@ -501,20 +501,83 @@ def test_call_counts_like_a_joined_pair_with_its_extra_tokens() -> None:
     assert w.cost_usd == pytest.approx(want)
 
 
-def test_call_cost_wins_and_error_status_counts() -> None:
+def test_provider_cost_wins_and_error_status_counts() -> None:
     h = Harness()
     h.feed(
         [
-            call("a", input_tokens=10, output_tokens=10, cost=1.25),
+            call("a", input_tokens=10, output_tokens=10, cost=1.25, cost_source="provider"),
             call("b", model="acme-llm-1", cost=0.5, status="error"),
             call("c", status="cancelled"),
         ]
     )
     assert h.window().cost_usd == pytest.approx(1.25)  # "c" has no tokens: $0
     assert h.window().errors == 0
-    unknown = h.window(key(model="acme-llm-1"))
+    unknown = h.window(key(model="acme-llm-1"))  # an estimate of a model genai-prices does not know
     assert (unknown.cost_usd, unknown.cost_unknown, unknown.errors) == (0.5, 0, 1)
     assert unknown.latency_count == 0  # no latency given
+    assert (
+        h.store.records[("tenant-1", "a")].cost_source,
+        h.store.records[("tenant-1", "b")].cost_source,
+    ) == (
+        "provider",
+        "estimate",
+    )
+
+
+def _estimates() -> list[LLMCall]:
+    return [
+        call("none", input_tokens=1000, output_tokens=100, cost=0.9),  # no source: an estimate
+        call("est", input_tokens=1000, output_tokens=100, cost=0.8, cost_source="estimate"),
+        call("prov", input_tokens=1000, output_tokens=100, cost=0.7, cost_source="provider"),
+        call("gp", input_tokens=1000, output_tokens=100, cost=0.6, cost_source="genai-prices"),
+        call("unk", model="acme-llm-1", input_tokens=1000, output_tokens=100, cost=0.5),
+        call("free", input_tokens=1000, output_tokens=100),
+    ]
+
+
+def test_estimates_count_genai_prices_figure_by_default_and_records_keep_the_senders() -> None:
+    h = Harness()
+    h.feed(_estimates())
+    priced = price("gpt-4o-mini", input_tokens=1000, output_tokens=100, at=T0)
+    assert priced is not None
+    rec = h.store.records
+    got = {rid: (rec[("tenant-1", rid)].cost_usd, rec[("tenant-1", rid)].cost_source) for _, rid in rec}
+    assert got == {
+        "none": (pytest.approx(priced), "genai-prices"),
+        "est": (pytest.approx(priced), "genai-prices"),
+        "prov": (0.7, "provider"),
+        "gp": (0.6, "genai-prices"),
+        "unk": (0.5, "estimate"),
+        "free": (pytest.approx(priced), "genai-prices"),
+    }
+    senders = {rid: rec[("tenant-1", rid)].sender_cost_usd for _, rid in rec}
+    assert senders == {"none": 0.9, "est": 0.8, "prov": 0.7, "gp": 0.6, "unk": 0.5, "free": None}
+    # the window counts exactly the records' figures
+    assert h.window().cost_usd == pytest.approx(3 * priced + 0.7 + 0.6)
+    assert h.window(key(model="acme-llm-1")).cost_usd == 0.5
+
+
+def test_estimate_cost_event_counts_the_senders_estimate() -> None:
+    h = Harness(ProcessorConfig(estimate_cost="event"))
+    h.feed(_estimates())
+    priced = price("gpt-4o-mini", input_tokens=1000, output_tokens=100, at=T0)
+    assert priced is not None
+    rec = h.store.records
+    got = {rid: (rec[("tenant-1", rid)].cost_usd, rec[("tenant-1", rid)].cost_source) for _, rid in rec}
+    assert got == {
+        "none": (0.9, "estimate"),
+        "est": (0.8, "estimate"),
+        "prov": (0.7, "provider"),
+        "gp": (0.6, "genai-prices"),
+        "unk": (0.5, "estimate"),
+        "free": (pytest.approx(priced), "genai-prices"),
+    }
+    assert h.window().cost_usd == pytest.approx(0.9 + 0.8 + 0.7 + 0.6 + priced)
+
+
+def test_estimate_cost_must_be_a_known_policy() -> None:
+    with pytest.raises(ValueError, match="estimate_cost"):
+        ProcessorConfig(estimate_cost="cheapest")  # type: ignore[arg-type]
 
 
 def test_unknown_model_cost_is_unknown_never_zero() -> None:

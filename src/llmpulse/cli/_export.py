@@ -86,7 +86,7 @@ _INTS: Final = (
     "cache_write_tokens",
     "reasoning_tokens",
 )
-_FLOATS: Final = ("latency_ms", "ttft_ms", "cost_usd")
+_FLOATS: Final = ("latency_ms", "ttft_ms", "cost_usd", "sender_cost_usd")
 _Aware = Annotated[datetime, msgspec.Meta(tz=True)]
 _json_encode: Final = msgspec.json.Encoder().encode
 

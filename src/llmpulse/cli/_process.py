@@ -125,13 +125,17 @@ def _run(
         session = args.session_timeout
         if session is None and ENV_SESSION_TIMEOUT_S in env:
             session = _float(env, ENV_SESSION_TIMEOUT_S)
+        from llmpulse.server import estimate_cost_from_env
         from llmpulse.store import RetentionPolicy
 
         kept_s = RetentionPolicy.from_env(env).retention_s("calls")  # LLMPULSE_RETENTION_CALLS_DAYS
+        estimate_cost = estimate_cost_from_env(env) or "genai-prices"  # LLMPULSE_ESTIMATE_COST
         processor = (
-            ProcessorConfig(calls_retention_s=kept_s)
+            ProcessorConfig(calls_retention_s=kept_s, estimate_cost=estimate_cost)
             if orphan is None
-            else ProcessorConfig(orphan_timeout_s=orphan, calls_retention_s=kept_s)
+            else ProcessorConfig(
+                orphan_timeout_s=orphan, calls_retention_s=kept_s, estimate_cost=estimate_cost
+            )
         )
         config = KafkaLogConfig(
             broker, session_timeout_s=DEFAULT_SESSION_TIMEOUT_S if session is None else session

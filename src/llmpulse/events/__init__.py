@@ -9,6 +9,7 @@ from __future__ import annotations
 from llmpulse.events._codec import (
     BodyTooLarge,
     DecodedBatch,
+    EnvelopeError,
     EventError,
     EventValidationError,
     Rejection,
@@ -19,7 +20,7 @@ from llmpulse.events._codec import (
     encode_json,
     encode_log,
 )
-from llmpulse.events._limits import Limits
+from llmpulse.events._limits import Limits, parse_naive_timestamp_tz
 from llmpulse.events._schema import (
     CALL_TYPE,
     DEFAULT_ROUTE,
@@ -77,6 +78,7 @@ __all__ = [
     "BodyTooLarge",
     "CostSource",
     "DecodedBatch",
+    "EnvelopeError",
     "Event",
     "EventError",
     "EventValidationError",
@@ -108,6 +110,7 @@ __all__ = [
     "items_to_dicts",
     "new_span_id",
     "new_trace_id",
+    "parse_naive_timestamp_tz",
     "to_dict",
     "validate_item",
 ]

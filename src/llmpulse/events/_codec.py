@@ -27,6 +27,10 @@ class EventValidationError(EventError):
     """An event (or a whole body) is malformed or breaks a limit; the message names the field."""
 
 
+class EnvelopeError(EventValidationError):
+    """A ``{"events": ...}`` body whose ``events`` is not an array: well-formed JSON, wrong shape."""
+
+
 class BodyTooLarge(EventError):
     """A body (or one of its parts) is larger than the configured limit."""
 
@@ -45,11 +49,14 @@ class DecodedBatch:
 
     `raw` is the body itself when it is a JSON array that decodes to exactly `events` (every item
     accepted, nothing normalised), so the event log can store it as it came instead of re-encoding.
+    `naive_timestamps` counts the accepted call events whose timestamp had no UTC offset (read in
+    `Limits.naive_timestamp_tz`).
     """
 
     events: list[Event] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
     raw: bytes | None = None
+    naive_timestamps: int = 0
 
 
 class _Probe(msgspec.Struct):
@@ -57,10 +64,19 @@ class _Probe(msgspec.Struct):
     event_type: str | None = None
 
 
+class _Envelope(msgspec.Struct):
+    """A JSON object body that may be token-copilot's batch envelope, ``{"events": [...]}``."""
+
+    events: Any = None
+    type: Any = None
+    event_type: Any = None
+
+
 _batch_decoder: Final = msgspec.json.Decoder(list[Event])
 _item_decoder: Final = msgspec.json.Decoder(Event)
 _call_decoder: Final = msgspec.json.Decoder(LLMCall)
 _probe_decoder: Final = msgspec.json.Decoder(_Probe)
+_envelope_decoder: Final = msgspec.json.Decoder(_Envelope)
 _raw_list_decoder: Final = msgspec.json.Decoder(list[msgspec.Raw])
 _json_encoder: Final = msgspec.json.Encoder()
 _JSON_STARTS: Final = (b"[", b" ", b"\t", b"\r", b"\n")
@@ -126,19 +142,28 @@ def _check_storable(value: dict[str, Any], name: str) -> None:
 
 
 class _Window:
-    """The accepted timestamp range for one batch, computed once."""
+    """The accepted timestamp range for one batch, computed once; counts naive call timestamps."""
 
-    __slots__ = ("hi", "limits", "lo")
+    __slots__ = ("hi", "limits", "lo", "naive")
 
     def __init__(self, limits: Limits, now: datetime) -> None:
         self.limits = limits
         self.lo = now - timedelta(seconds=limits.max_past_s)
         self.hi = now + timedelta(seconds=limits.max_future_s)
+        self.naive = 0
 
 
 def _check(event: Event, window: _Window) -> Event:
     ts = event.timestamp
     if ts.tzinfo is not UTC:
+        if ts.tzinfo is None:  # only a call event's type lets a timestamp without an offset through
+            zone = window.limits.naive_timestamp_tz
+            if zone is None:
+                raise EventValidationError(
+                    f"`timestamp` {ts.isoformat()} has no UTC offset (add one, e.g. `Z` or `+02:00`)"
+                )
+            ts = ts.replace(tzinfo=zone)
+            window.naive += 1
         try:
             ts = ts.astimezone(UTC)
         except OverflowError:  # 0001-01-01T00:00:00+01:00 has no UTC datetime
@@ -218,12 +243,31 @@ def _split_items(body: bytes, ndjson: bool) -> list[bytes]:
         if stripped[:1] != b"{":
             raise EventValidationError("body must be a JSON array, a JSON object or NDJSON")
         try:
-            msgspec.json.decode(body)
+            envelope = _envelope_decoder.decode(body)
+        except msgspec.ValidationError:
+            return [body]  # one object whose `type` or `event_type` is not a string: rejected as an item
         except msgspec.DecodeError:
             pass  # more than one document: NDJSON
         else:
+            if envelope.events is not None and envelope.type is None and envelope.event_type is None:
+                return _envelope_items(body)
             return [body]
     return [line for line in body.split(b"\n") if line.strip()]
+
+
+class _EnvelopeItems(msgspec.Struct):
+    events: list[msgspec.Raw]
+
+
+_envelope_items_decoder: Final = msgspec.json.Decoder(_EnvelopeItems)
+
+
+def _envelope_items(body: bytes) -> list[bytes]:
+    """The items of a ``{"events": [...]}`` body (token-copilot's batched webhook)."""
+    try:
+        return [bytes(r) for r in _envelope_items_decoder.decode(body).events]
+    except msgspec.ValidationError as exc:
+        raise EnvelopeError(f"`events` must be an array of events: {exc}") from None
 
 
 def decode_batch(
@@ -232,8 +276,11 @@ def decode_batch(
     """Decode a batch body: a JSON array, a single JSON object, or NDJSON (one event a line).
 
     Items name their kind in `type`; an item with `event_type: "llm_cost"` and no `type` is a call.
+    A JSON object with an ``events`` member and no ``type`` or ``event_type`` is an envelope whose
+    ``events`` are the items (token-copilot's batched webhook); indices are positions in it.
     Returns accepted events and per-item rejections; raises `EventValidationError` only when the body
-    as a whole is unusable (not UTF-8, not JSON, too many items).
+    as a whole is unusable (not UTF-8, not JSON, too many items; `EnvelopeError` when ``events`` is
+    not an array).
     """
     _check_utf8(body)
     window = _Window(limits, now or _now())
@@ -258,6 +305,7 @@ def decode_batch(
                     result.rejected.append(Rejection(index, str(exc)))
             if unchanged and not result.rejected:
                 result.raw = body
+            result.naive_timestamps = window.naive
             return result
     items = _split_items(body, ndjson)
     if len(items) > limits.max_batch_items:
@@ -267,6 +315,7 @@ def decode_batch(
             result.events.append(_check(_decode_item(raw), window))
         except (msgspec.MsgspecError, EventValidationError) as exc:
             result.rejected.append(Rejection(index, str(exc)))
+    result.naive_timestamps = window.naive
     return result
 
 

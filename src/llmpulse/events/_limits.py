@@ -8,7 +8,9 @@ a frozen settings object the server builds once.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, timedelta, timezone, tzinfo
 from typing import Final
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 #: Longest identifier (`request_id`, `trace_id`, `span_id`, `user_id_hash`, ...), in characters.
 MAX_ID_LEN: Final = 128
@@ -29,6 +31,34 @@ DEFAULT_MAX_METADATA_BYTES: Final = 16 * 1024
 DEFAULT_MAX_METADATA_DEPTH: Final = 5
 DEFAULT_MAX_FUTURE_S: Final = 24 * 3600.0
 DEFAULT_MAX_PAST_S: Final = 30 * 24 * 3600.0
+#: The value of `parse_naive_timestamp_tz` that refuses naive timestamps on call events too.
+NAIVE_REJECT: Final = "reject"
+
+
+def parse_naive_timestamp_tz(text: str) -> tzinfo | None:
+    """The zone a call event's timestamp without a UTC offset is read in, from its setting's text.
+
+    ``UTC`` (any case), an IANA zone name (``Europe/Stockholm``), a fixed offset (``+02:00``,
+    ``-0530``), or ``reject`` (None: such timestamps are refused, as on every other event type).
+    Raises `ValueError` for anything else. Pure.
+    """
+    value = text.strip()
+    if value.lower() == NAIVE_REJECT:
+        return None
+    if value.upper() in ("UTC", "Z"):
+        return UTC
+    if value[:1] in ("+", "-"):
+        digits = value[1:].replace(":", "")
+        if len(digits) == 4 and digits.isdigit() and int(digits[:2]) < 24 and int(digits[2:]) < 60:
+            offset = timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
+            return timezone(-offset if value[0] == "-" else offset)
+        raise ValueError(f"a fixed offset must look like +HH:MM, got {text!r}")
+    try:
+        return ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"expected UTC, an IANA time zone name, a fixed offset (+HH:MM) or {NAIVE_REJECT!r}, got {text!r}"
+        ) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +73,9 @@ class Limits:
         max_future_s: how far past the server's clock a timestamp may lie (default one day).
         max_past_s: how far before the server's clock a timestamp may lie (default 30 days;
             raise it to backfill older events with `llmpulse replay`).
+        naive_timestamp_tz: the zone a call event's (``llm.call``, token-copilot's ``llm_cost``)
+            timestamp without a UTC offset is read in (default UTC); None refuses such timestamps.
+            Requests and responses always need an offset. See `parse_naive_timestamp_tz`.
     """
 
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
@@ -51,6 +84,7 @@ class Limits:
     max_metadata_depth: int = DEFAULT_MAX_METADATA_DEPTH
     max_future_s: float = DEFAULT_MAX_FUTURE_S
     max_past_s: float = DEFAULT_MAX_PAST_S
+    naive_timestamp_tz: tzinfo | None = UTC
 
     def __post_init__(self) -> None:
         for name in (
@@ -66,3 +100,5 @@ class Limits:
             value = getattr(self, name)
             if not isinstance(value, int | float) or value < 0:
                 raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+        if self.naive_timestamp_tz is not None and not isinstance(self.naive_timestamp_tz, tzinfo):
+            raise ValueError(f"naive_timestamp_tz must be a tzinfo or None, got {self.naive_timestamp_tz!r}")

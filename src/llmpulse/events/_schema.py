@@ -28,6 +28,10 @@ Tokens = Annotated[int, msgspec.Meta(ge=0, le=MAX_TOKENS)]
 Millis = Annotated[float, msgspec.Meta(ge=0, le=MAX_LATENCY_MS)]
 Usd = Annotated[float, msgspec.Meta(ge=0, le=MAX_COST_USD)]
 Timestamp = Annotated[datetime, msgspec.Meta(tz=True)]
+#: A call event's timestamp: with a UTC offset, or without one (token-copilot sends local or UTC
+#: wall-clock time without an offset); `_codec` reads an offset-less one in
+#: `Limits.naive_timestamp_tz` or refuses it.
+CallTimestamp = datetime
 Metadata = dict[str, Any]
 ErrorInfo = Text | dict[str, Any] | None
 
@@ -99,7 +103,7 @@ class LLMCall(msgspec.Struct, tag=CALL_TYPE, tag_field="type", kw_only=True, omi
     """
 
     model: Name
-    timestamp: Timestamp
+    timestamp: CallTimestamp
     input_tokens: Tokens = 0
     output_tokens: Tokens = 0
     total_tokens: Tokens | None = None

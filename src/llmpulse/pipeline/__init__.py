@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from llmpulse.pipeline._errors import LogBackpressure, LogClosed, LogUnavailable, PipelineError
 from llmpulse.pipeline._log import EventLog, LogRecord
 from llmpulse.pipeline._processor import ProcessorConfig, ProcessorCore
+from llmpulse.pipeline._records import ESTIMATE_COSTS, EstimateCost
 from llmpulse.pipeline._runner import CheckpointStore, ProcessorRunner
 from llmpulse.pipeline._sqlite_log import SQLiteEventLog
 
@@ -38,7 +39,9 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "ESTIMATE_COSTS",
     "CheckpointStore",
+    "EstimateCost",
     "EventLog",
     "KafkaEventLog",
     "KafkaLogConfig",

@@ -11,7 +11,9 @@ Rules (see issue 2):
   call event needs no join. The pair (or call) counts in the one-minute window of the request's
   (call's) timestamp, keyed by tenant, route and model: one request, an error if the response (call)
   failed, its tokens, its latency and time to first token in the sums and histograms, and its cost (a
-  call's own `cost` wins; else genai-prices through `Pricer`; unknown → `cost_unknown` + 1, never $0).
+  call's own `cost` from its provider wins, an estimated one as `ProcessorConfig.estimate_cost` says,
+  `llmpulse.pipeline._records.call_cost`; else genai-prices through `Pricer`; unknown →
+  `cost_unknown` + 1, never $0).
 * A response that names its tenant (`LLMResponse.tenant_id`; ingest sets it from the API key)
   joins that tenant's request only. One that names none (the StreamLens body) is resolved through
   the tenants that used its `request_id` within the dedup horizon: none yet → it waits for its
@@ -53,7 +55,14 @@ from datetime import datetime
 from typing import Final, TypeVar
 
 from llmpulse.events import Event, LLMCall, LLMRequest, LLMResponse, decode_log, encode_log
-from llmpulse.pipeline._records import call_record, pair_record, timeout_record
+from llmpulse.pipeline._records import (
+    ESTIMATE_COSTS,
+    EstimateCost,
+    call_cost,
+    call_record,
+    pair_record,
+    timeout_record,
+)
 from llmpulse.pricing import Pricer
 from llmpulse.store import (
     WINDOW_SECONDS,
@@ -127,6 +136,10 @@ class ProcessorConfig:
             set, each checkpoint asks its commit to delete its tenants' records older than that
             (`Checkpoint.expire_calls_before`), so the store sheds them as fast as they come. None:
             kept until the retention pruner deletes them.
+        estimate_cost: which figure counts for a call event's estimated cost (``cost_source``
+            ``estimate`` or none, as token-copilot sends): ``genai-prices`` (default: genai-prices'
+            figure when it knows the model, else the event's) or ``event`` (the event's own). A
+            provider's figure always counts; the record keeps the event's own figure either way.
     """
 
     orphan_timeout_s: float = 300.0
@@ -134,6 +147,7 @@ class ProcessorConfig:
     allowed_lateness_s: float = 60.0
     hot_s: float = 120.0
     calls_retention_s: float | None = None
+    estimate_cost: EstimateCost = "genai-prices"
 
     def __post_init__(self) -> None:
         for name in ("orphan_timeout_s", "dedup_ttl_s", "allowed_lateness_s", "hot_s"):
@@ -153,6 +167,8 @@ class ProcessorConfig:
             raise ValueError(f"calls_retention_s must be a positive number of seconds or None, got {kept!r}")
         if self.hot_s < 0:
             raise ValueError(f"hot_s must be >= 0, got {self.hot_s!r}")
+        if self.estimate_cost not in ESTIMATE_COSTS:
+            raise ValueError(f"estimate_cost must be one of {ESTIMATE_COSTS}, got {self.estimate_cost!r}")
 
 
 def new_key_filter(config: ProcessorConfig) -> KeyFilter:
@@ -195,6 +211,7 @@ class ProcessorCore:
         """
         self._config = config
         self._pricer = pricer
+        self._estimate_cost: EstimateCost = config.estimate_cost
         self._new_id = new_id or _random_id
         self._rates: dict[str, _PairRates] = {}
         self._req: dict[_Id, _ReqEntry] = {}
@@ -300,6 +317,19 @@ class ProcessorCore:
             return self._pricer.cost(model, input_tokens=input_tokens, output_tokens=output_tokens, at=at)
         return rates[0] + rates[1] * input_tokens + rates[2] * output_tokens
 
+    def _price_call(self, call: LLMCall) -> float | None:
+        """genai-prices' figure for a call event (None: unknown model)."""
+        return self._pricer.cost(
+            call.model,
+            provider=call.provider,
+            input_tokens=call.input_tokens,
+            output_tokens=call.output_tokens,
+            cached_input_tokens=call.cached_input_tokens,
+            cache_write_tokens=call.cache_write_tokens,
+            reasoning_tokens=call.reasoning_tokens,
+            at=call.timestamp,
+        )
+
     def _seen(self, key: _Id) -> bool:
         """True when the call `key` is already claimed: pending, counted, or timed out."""
         return (
@@ -323,19 +353,7 @@ class ProcessorCore:
         d.cache_write_tokens += call.cache_write_tokens
         d.reasoning_tokens += call.reasoning_tokens
         _add_timing(d, call.latency_ms, call.ttft_ms)
-        cost = call.cost
-        own = cost is not None
-        if cost is None:
-            cost = self._pricer.cost(
-                call.model,
-                provider=call.provider,
-                input_tokens=call.input_tokens,
-                output_tokens=call.output_tokens,
-                cached_input_tokens=call.cached_input_tokens,
-                cache_write_tokens=call.cache_write_tokens,
-                reasoning_tokens=call.reasoning_tokens,
-                at=call.timestamp,
-            )
+        cost, source = call_cost(call, self._estimate_cost, self._price_call)
         if cost is None:
             d.cost_unknown += 1
             self._count("unknown_cost", 1)
@@ -345,7 +363,7 @@ class ProcessorCore:
             d.late += 1
             self._count("late_events", 1)
         rid = call.request_id if call.request_id is not None else self._new_id()
-        self._records[(call.tenant_id, rid)] = call_record(call, rid, cost, own, now)
+        self._records[(call.tenant_id, rid)] = call_record(call, rid, cost, source, now)
 
     def _add_timeout(self, req: LLMRequest, ws: int, now: float) -> None:
         """Count a request whose response did not come in time: request, error, timeout, prompt cost."""

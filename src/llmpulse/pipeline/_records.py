@@ -8,9 +8,15 @@ One place decides what a record holds:
 * **error**: a string error is the message (no type); an object gives its ``type`` (else ``code``)
   as the type and its ``message`` as the message (else the whole object as compact JSON). The type is
   cut to `MAX_ERROR_TYPE_LEN` and the message to `MAX_ERROR_MESSAGE_LEN` characters.
-* **cost_source**: a call event's own cost is ``provider`` or ``estimate`` as the event says (a cost
-  without a source is an ``estimate``); a cost llmpulse computed is ``genai-prices``; an unknown
-  cost is None.
+* **cost** (`call_cost`, the one place that chooses the figure that counts, for the window and the
+  record alike): a call event's own cost from its ``provider`` always counts, as does one its sender
+  priced with ``genai-prices``; an ``estimate`` (or a cost without a source: token-copilot's static
+  price table) counts as the policy `EstimateCost` says (``genai-prices``, the default: genai-prices'
+  figure when it knows the model, else the event's; ``event``: the event's); a call without a cost
+  is priced with genai-prices; an unknown cost is None. The record keeps the event's own figure in
+  ``sender_cost_usd`` whichever counts.
+* **cost_source**: where the counted figure came from: ``provider``, ``estimate`` (the sender's),
+  ``genai-prices``; None when unknown.
 * **attribution**: a call event's own ``user_id``, ``org_id``, ``session_id``, ``feature``,
   ``endpoint`` and ``environment``; a StreamLens request has only ``user_id_hash`` and ``metadata``,
   so string values under those six names in its metadata are used.
@@ -20,7 +26,8 @@ One place decides what a record holds:
 
 from __future__ import annotations
 
-from typing import Any, Final
+from collections.abc import Callable
+from typing import Any, Final, Literal
 
 import msgspec
 
@@ -31,6 +38,13 @@ from llmpulse.store import (
     MAX_RECORD_METADATA_BYTES,
     CallRecord,
 )
+
+#: Which figure counts for a call event's estimated cost (an ``estimate`` or a cost without a
+#: source): ``genai-prices`` (genai-prices' figure when it knows the model, else the event's) or
+#: ``event`` (the event's own).
+EstimateCost = Literal["genai-prices", "event"]
+#: The values of `EstimateCost`.
+ESTIMATE_COSTS: Final = ("genai-prices", "event")
 
 #: The attribution fields a StreamLens request may carry in its metadata.
 ATTRIBUTION_KEYS: Final = ("user_id", "org_id", "session_id", "feature", "endpoint", "environment")
@@ -130,6 +144,7 @@ def pair_record(
             None,
             bounded_metadata(meta) if meta else None,
             now,
+            None,
         ),
     )
 
@@ -170,14 +185,32 @@ def timeout_record(req: LLMRequest, cost: float | None, now: float) -> CallRecor
     )
 
 
-def call_record(call: LLMCall, request_id: str, cost: float | None, own_cost: bool, now: float) -> CallRecord:
-    """The record of a call event; `cost` as counted, `own_cost` when it is the event's own. Pure."""
-    if cost is None:
-        source = None
-    elif own_cost:
-        source = call.cost_source or "estimate"
-    else:
-        source = "genai-prices"
+def call_cost(
+    call: LLMCall, estimate_cost: EstimateCost, price: Callable[[LLMCall], float | None]
+) -> tuple[float | None, str | None]:
+    """(the cost that counts, its source) of a call event under `estimate_cost` (see the module).
+
+    `price` is genai-prices' figure for the call (None: unknown model); it is asked only when the
+    answer may use it. Pure when `price` is.
+    """
+    own = call.cost
+    if own is None:
+        priced = price(call)
+        return priced, None if priced is None else "genai-prices"
+    source = call.cost_source
+    if source == "provider" or source == "genai-prices":
+        return own, source
+    if estimate_cost == "genai-prices":
+        priced = price(call)
+        if priced is not None:
+            return priced, "genai-prices"
+    return own, "estimate"
+
+
+def call_record(
+    call: LLMCall, request_id: str, cost: float | None, source: str | None, now: float
+) -> CallRecord:
+    """The record of a call event; `cost` and `source` as `call_cost` chose them. Pure."""
     error_type, error_message = error_parts(call.error)
     status = "error" if call.is_error else (call.status or "ok")
     return _new(
@@ -212,5 +245,6 @@ def call_record(call: LLMCall, request_id: str, cost: float | None, own_cost: bo
             call.span_id,
             bounded_metadata(call.metadata) if call.metadata else None,
             now,
+            call.cost,
         ),
     )

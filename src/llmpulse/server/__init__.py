@@ -14,7 +14,15 @@ from llmpulse.server._app import create_app
 from llmpulse.server._errors import ApiError
 from llmpulse.server._limits import RequestLimits
 from llmpulse.server._run import run
-from llmpulse.server._settings import ServerSettings
+from llmpulse.server._settings import ServerSettings, estimate_cost_from_env
 from llmpulse.server._state import ServerState
 
-__all__ = ["ApiError", "RequestLimits", "ServerSettings", "ServerState", "create_app", "run"]
+__all__ = [
+    "ApiError",
+    "RequestLimits",
+    "ServerSettings",
+    "ServerState",
+    "create_app",
+    "estimate_cost_from_env",
+    "run",
+]

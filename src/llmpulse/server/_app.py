@@ -212,6 +212,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
                     orphan_timeout_s=settings.orphan_timeout_s,
                     dedup_ttl_s=settings.dedup_ttl_s,
                     calls_retention_s=settings.retention.retention_s("calls"),
+                    estimate_cost=settings.estimate_cost,
                 ),
                 consumer="kafka" if settings.broker_url else "embedded",
                 checkpoint_interval_s=settings.checkpoint_interval_s,

@@ -139,6 +139,11 @@ async def stats(request: Request) -> Response:
 
     def gather() -> dict[str, Any]:
         """Read the counters and the log's figures (blocks)."""
-        return {"counters": _counters(state), "log": _log_info(state), "otlp": state.otlp.snapshot()}
+        return {
+            "counters": _counters(state),
+            "log": _log_info(state),
+            "otlp": state.otlp.snapshot(),
+            "ingest": state.ingest.snapshot(),
+        }
 
     return json_response(await to_thread.run_sync(gather))

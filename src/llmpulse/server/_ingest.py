@@ -2,7 +2,8 @@
 
 * ``POST /v1/llm/request`` and ``POST /v1/llm/response``: one StreamLens event each → 200
   ``{"accepted": 1}``.
-* ``POST /v1/events``: a batch (JSON array, one JSON object, or NDJSON) → 200 ``{"accepted": N}``;
+* ``POST /v1/events``: a batch (JSON array, one JSON object, token-copilot's ``{"events": [...]}``
+  envelope, or NDJSON) → 200 ``{"accepted": N}``;
   207 ``{"accepted": N, "rejected": [{"index": i, "error": "..."}]}`` when some items were rejected
   (the accepted ones are appended); 422 with the same fields and an ``error`` when none was accepted.
 
@@ -30,6 +31,7 @@ from starlette.responses import Response
 
 from llmpulse.events import (
     DecodedBatch,
+    EnvelopeError,
     Event,
     EventValidationError,
     LLMRequest,
@@ -287,9 +289,12 @@ async def post_events(request: Request) -> Response:
     except EventValidationError as exc:
         message = str(exc)
         status = 413 if message.startswith(_BATCH_TOO_LARGE_PREFIX) else 400
+        if isinstance(exc, EnvelopeError):
+            status = 422
         raise ApiError(status, message) from None
     if batch.events:
         await _append(request, batch.events, batch.raw)
+        server_state(request).ingest.naive_timestamps += batch.naive_timestamps
     accepted = len(batch.events)
     if not batch.rejected:
         return json_response({"accepted": accepted})

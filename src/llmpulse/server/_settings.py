@@ -12,8 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
-from llmpulse.events import DEFAULT_ROUTE, DEFAULT_TENANT, Limits
+from llmpulse.events import DEFAULT_ROUTE, DEFAULT_TENANT, Limits, parse_naive_timestamp_tz
 from llmpulse.events._limits import MAX_NAME_LEN
+from llmpulse.pipeline import ESTIMATE_COSTS, EstimateCost
 from llmpulse.server._limits import RequestLimits
 from llmpulse.store import RetentionPolicy
 
@@ -35,6 +36,11 @@ ENV_KAFKA_SESSION_TIMEOUT_S: Final = "LLMPULSE_KAFKA_SESSION_TIMEOUT_S"
 ENV_CONSUMER_GROUP: Final = "CONSUMER_GROUP"
 ENV_OTLP_DEFAULT_TENANT: Final = "LLMPULSE_OTLP_DEFAULT_TENANT"
 ENV_OTLP_DEFAULT_ROUTE: Final = "LLMPULSE_OTLP_DEFAULT_ROUTE"
+#: The zone a call event's timestamp without a UTC offset is read in (`Limits.naive_timestamp_tz`).
+ENV_NAIVE_TIMESTAMP_TZ: Final = "LLMPULSE_NAIVE_TIMESTAMP_TZ"
+#: Which figure counts for a call event's estimated cost (`ProcessorConfig.estimate_cost`); read by
+#: ``serve`` and ``process`` through `estimate_cost_from_env`.
+ENV_ESTIMATE_COST: Final = "LLMPULSE_ESTIMATE_COST"
 
 ENV_KEY_CACHE_S: Final = "LLMPULSE_KEY_CACHE_S"
 ENV_METRICS_PUBLIC: Final = "LLMPULSE_METRICS_PUBLIC"
@@ -98,6 +104,9 @@ class ServerSettings:
         insecure: let ``llmpulse serve`` listen beyond loopback although no API key is configured.
         retention: how long call records, windows, rollups and consumed log records are kept, and
             how often this server prunes (`RetentionPolicy`; docs/embedded.md#retention).
+        estimate_cost: which figure counts for a call event's estimated cost: ``genai-prices``
+            (genai-prices' figure when it knows the model, else the event's) or ``event``
+            (`llmpulse.pipeline.ProcessorConfig.estimate_cost`).
     """
 
     host: str = "127.0.0.1"
@@ -126,6 +135,7 @@ class ServerSettings:
     metrics_public: bool = False
     insecure: bool = False
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
+    estimate_cost: EstimateCost = "genai-prices"
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -162,6 +172,8 @@ class ServerSettings:
             raise ValueError("consumer_group must not be empty")
         if not 0 < self.key_cache_s <= 3600:
             raise ValueError(f"key_cache_s must be in (0, 3600], got {self.key_cache_s!r}")
+        if self.estimate_cost not in ESTIMATE_COSTS:
+            raise ValueError(f"estimate_cost must be one of {ESTIMATE_COSTS}, got {self.estimate_cost!r}")
         for name in ("otlp_default_tenant", "otlp_default_route"):
             value = getattr(self, name)
             if not isinstance(value, str) or not 1 <= len(value) <= MAX_NAME_LEN:
@@ -209,6 +221,9 @@ class ServerSettings:
             values["otlp_default_route"] = env[ENV_OTLP_DEFAULT_ROUTE]
         if ENV_KEY_CACHE_S in env:
             values["key_cache_s"] = _float(env, ENV_KEY_CACHE_S)
+        estimate_cost = estimate_cost_from_env(env)
+        if estimate_cost is not None:
+            values["estimate_cost"] = estimate_cost
         for var, name in ((ENV_METRICS_PUBLIC, "metrics_public"), (ENV_INSECURE, "insecure")):
             if env.get(var):
                 values[name] = _flag(env, var)
@@ -224,6 +239,11 @@ class ServerSettings:
             limits["max_body_bytes"] = _int(env, ENV_MAX_BODY_BYTES)
         if ENV_MAX_BATCH_ITEMS in env:
             limits["max_batch_items"] = _int(env, ENV_MAX_BATCH_ITEMS)
+        if env.get(ENV_NAIVE_TIMESTAMP_TZ):
+            try:
+                limits["naive_timestamp_tz"] = parse_naive_timestamp_tz(env[ENV_NAIVE_TIMESTAMP_TZ])
+            except ValueError as exc:
+                raise ValueError(f"{ENV_NAIVE_TIMESTAMP_TZ}: {exc}") from None
         limit_overrides = overrides.pop("limits", None)
         settings = cls(**values)
         if limits:
@@ -231,6 +251,20 @@ class ServerSettings:
         if limit_overrides is not None:
             settings = replace(settings, limits=limit_overrides)
         return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def estimate_cost_from_env(env: Mapping[str, str]) -> EstimateCost | None:
+    """`ENV_ESTIMATE_COST` (``genai-prices`` or ``event``, any case), None when unset; `ValueError`
+    naming the variable otherwise. The one reader of it (``serve`` and ``process``)."""
+    text = env.get(ENV_ESTIMATE_COST, "").strip().lower()
+    if not text:
+        return None
+    for value in ESTIMATE_COSTS:
+        if text == value:
+            return value
+    raise ValueError(
+        f"{ENV_ESTIMATE_COST} must be one of {', '.join(ESTIMATE_COSTS)}, got {env[ENV_ESTIMATE_COST]!r}"
+    )
 
 
 def _int(env: Mapping[str, str], name: str) -> int:

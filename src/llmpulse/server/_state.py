@@ -49,6 +49,22 @@ class OTLPCounters:
 
 
 @dataclass(slots=True)
+class IngestCounters:
+    """What ``/v1/events`` accepted since this process started that deserves a note (not persisted).
+
+    `naive_timestamps`: accepted call events whose timestamp had no UTC offset and was read in
+    `Limits.naive_timestamp_tz` (token-copilot's webhook sends such timestamps). Written on the
+    event loop only.
+    """
+
+    naive_timestamps: int = 0
+
+    def snapshot(self) -> dict[str, int]:
+        """The counters as a dict (for ``/v1/stats``). Does not block."""
+        return {"naive_timestamps": self.naive_timestamps}
+
+
+@dataclass(slots=True)
 class ServerState:
     """The running server's dependencies, kept in ``app.state.llmpulse``.
 
@@ -67,6 +83,7 @@ class ServerState:
     started_at: float = field(default_factory=time.time)
     demo_url: str | None = None
     otlp: OTLPCounters = field(default_factory=OTLPCounters)
+    ingest: IngestCounters = field(default_factory=IngestCounters)
     #: API keys and rate limits (set by `create_app`); the app's metrics registry and counters.
     gate: Gate | None = None
     metrics: ServerMetrics | None = None

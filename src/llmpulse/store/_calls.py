@@ -88,7 +88,9 @@ MATCH_FIELDS: Final = (
 _INT_FIELDS: Final = frozenset(
     {"input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens", "reasoning_tokens"}
 )
-_FLOAT_FIELDS: Final = frozenset({"started_at", "latency_ms", "ttft_ms", "cost_usd", "updated_at"})
+_FLOAT_FIELDS: Final = frozenset(
+    {"started_at", "latency_ms", "ttft_ms", "cost_usd", "updated_at", "sender_cost_usd"}
+)
 _TOKEN_SUMS: Final = (
     "input_tokens",
     "output_tokens",

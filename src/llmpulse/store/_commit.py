@@ -128,7 +128,9 @@ def written_window(row: WindowRow) -> StoredWindow:
 _CALL_INTS: Final = frozenset(
     ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens", "reasoning_tokens")
 )
-_CALL_FLOATS: Final = frozenset(("started_at", "latency_ms", "ttft_ms", "cost_usd", "updated_at"))
+_CALL_FLOATS: Final = frozenset(
+    ("started_at", "latency_ms", "ttft_ms", "cost_usd", "updated_at", "sender_cost_usd")
+)
 
 
 def _pg_type(name: str) -> str:

@@ -31,6 +31,10 @@ class CallRecord(NamedTuple):
     the commit that wrote this version (a timeout later joined by its response is written again).
     `user_id` is the call's own user id; `user_id_hash` the StreamLens hashed one. `metadata` is
     compact JSON text bounded by `llmpulse.store.MAX_RECORD_METADATA_BYTES`, or None.
+    `cost_usd` is the figure that counts (in windows, rollups and `/v1/costs`), from `cost_source`;
+    `sender_cost_usd` is the cost the call event itself carried (whatever its source; None when it
+    carried none), kept beside it when the counted figure is genai-prices' instead (added last, by
+    migration 0009, so the column order matches the table's).
     """
 
     tenant_id: str
@@ -62,6 +66,7 @@ class CallRecord(NamedTuple):
     span_id: str | None
     metadata: str | None
     updated_at: float
+    sender_cost_usd: float | None = None
 
 
 #: The columns of a call record, in `CallRecord` order.

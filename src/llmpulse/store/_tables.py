@@ -151,6 +151,7 @@ calls = sa.Table(
     sa.Column("span_id", sa.String(MAX_ID_LEN), nullable=True),
     sa.Column("metadata", sa.Text, nullable=True),
     sa.Column("updated_at", sa.Double, nullable=False),
+    sa.Column("sender_cost_usd", sa.Double, nullable=True),  # migration 0009
     sa.PrimaryKeyConstraint("tenant_id", "started_at", "request_id", name="pk_calls"),
     sqlite_with_rowid=False,
 )
