@@ -44,6 +44,7 @@ def test_invoke_records_one_call_with_usage_cost_and_attributes(recorder: Record
     )
     assert expected is not None
     assert call.cost == pytest.approx(expected)
+    assert call.cost_source == "genai-prices"
     assert call.status == "ok"
     assert call.error is None
     assert call.finish_reason == "stop"

@@ -229,6 +229,9 @@ def test_worker_fills_unknown_cost_and_request_id_without_touching_the_item(pipe
     assert unpriced.request_id is None
     assert second["cost"] == 0.5
     assert third["cost"] is None
+    # where each cost came from: priced here, the sender's own (an estimate unless it says), unknown
+    assert (first["cost_source"], second["cost_source"], third["cost_source"]) == ("genai-prices", None, None)
+    assert unpriced.cost_source is None
     assert first["type"] == "llm.call"
     assert isinstance(first["timestamp"], str)
 
@@ -527,6 +530,7 @@ def test_the_encoded_path_writes_the_same_bytes_as_the_dict_path(pipelines: Any)
     assert by_lines.arrays[0] == encoder.encode(by_dicts.items)  # and the same JSON array
     assert by_lines.items == by_dicts.items
     assert by_lines.items[0]["cost"] is not None
+    assert by_lines.items[0]["cost_source"] == "genai-prices"
     assert items[0].cost is None
     assert items[1].request_id is None
 

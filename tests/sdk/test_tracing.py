@@ -119,6 +119,7 @@ def test_nested_spans_and_generations_form_one_trace(collector: Collector, sink:
     assert call["latency_ms"] >= call["ttft_ms"] >= 0
     assert call["status"] == "ok"
     assert call["cost"] is not None
+    assert call["cost_source"] == "genai-prices"  # no cost given to set_usage: priced by the worker
 
 
 def test_generation_status_follows_errors_and_cancellation(
@@ -283,3 +284,12 @@ def test_bind_as_a_statement_lasts_for_the_context() -> None:
     assert ctx.run(inner) is collector
     assert current_collector() is None  # it was bound only inside that context
     collector.shutdown(1.0)
+
+
+def test_a_cost_given_to_set_usage_is_sent_as_the_providers(
+    collector: Collector, sink: InMemoryExporter
+) -> None:
+    with collector.generation("gpt-4o-mini") as gen:
+        gen.set_usage(12, 3, cost=0.0421)
+    [call] = [item for item in exported(collector, sink) if item["type"] == "llm.call"]
+    assert (call["cost"], call["cost_source"]) == (0.0421, "provider")

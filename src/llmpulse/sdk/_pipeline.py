@@ -4,9 +4,10 @@ Shaped like OpenTelemetry's `BatchProcessor`: a bounded deque filled by the appl
 daemon worker woken by an event when a batch is full (or every `flush_interval_s`), an export lock
 shared with `force_flush`, `shutdown(timeout)` handing the remaining budget on, and a restart of the
 worker in forked children. On top of it: enrichment and serialisation on the worker (an `LLMCall`
-without `cost` is priced with `Pricer`, one without `request_id` gets a random one so that retried
-batches are counted once; both only in the exported dict, never on the application's object), retries
-through `call_with_retry`, and exact drop accounting.
+without `cost` is priced with `Pricer`, its `cost_source` then ``genai-prices``; one without
+`request_id` gets a random one so that retried batches are counted once; both only in the exported
+dict, never on the application's object), retries through `call_with_retry`, and exact drop
+accounting.
 
 Accounting: every item given to `offer` is, at every instant `stats()` can observe, in exactly one of
 `exported`, `queued` (waiting, in flight, or on its way into the queue) and `dropped` (by reason:
@@ -510,6 +511,7 @@ class ExportPipeline:
                     cost = next(costs)
                     if cost is not None and data:
                         data["cost"] = cost
+                        data["cost_source"] = "genai-prices"
                 if data and data["request_id"] is None:
                     # an id makes retries idempotent: the server counts a request_id once
                     data["request_id"] = f"{_random_bits(128):032x}"  # uuid4 costs 6x more
@@ -529,6 +531,8 @@ class ExportPipeline:
                 copy: LLMCall = cast(Any, item).__copy__()  # msgspec's shallow copy, no __post_init__
                 if item.cost is None:
                     copy.cost = next(costs)
+                    if copy.cost is not None:
+                        copy.cost_source = "genai-prices"
                 if copy.request_id is None:
                     copy.request_id = f"{_random_bits(128):032x}"
                 item = copy

@@ -322,6 +322,7 @@ class GenerationHandle(_Timed):
             cache_write_tokens=self.cache_write_tokens,
             reasoning_tokens=self.reasoning_tokens,
             cost=self.cost,
+            cost_source=None if self.cost is None else "provider",  # `set_usage`: the provider's figure
             latency_ms=self._elapsed_ms(),
             ttft_ms=self.ttft_ms,
             error=self.error,

@@ -552,6 +552,7 @@ class LlmpulseCallbackHandler(BaseCallbackHandler):
             cache_write_tokens=used.cache_write_tokens,
             reasoning_tokens=used.reasoning_tokens,
             cost=cost,
+            cost_source=None if cost is None else "genai-prices",
             request_id=str(run_id),
             provider=run.provider,
             response_model=response_model,
