@@ -57,6 +57,13 @@ def add_parser(sub: Subcommands) -> None:
     parser.add_argument("--host", help="interface to listen on (default 127.0.0.1; env LLMPULSE_HOST)")
     parser.add_argument("--port", type=_port, help="port to listen on (default 8080; env HTTP_PORT)")
     parser.add_argument(
+        "--otlp-grpc-port",
+        type=_port,
+        metavar="PORT",
+        help="also receive OTLP traces over gRPC on this port (off unless set; 4317 is the convention; "
+        "env LLMPULSE_OTLP_GRPC_PORT; docs/otlp-receiver.md)",
+    )
+    parser.add_argument(
         "--db", metavar="URL", help="store URL (default sqlite:///llmpulse.db; env LLMPULSE_DB, POSTGRES_DSN)"
     )
     parser.add_argument(
@@ -184,6 +191,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
     settings = ServerSettings.from_env(
         host=args.host,
         port=args.port,
+        otlp_grpc_port=args.otlp_grpc_port,
         db_url=args.db,
         log_url=args.log,
         broker_url=args.broker,

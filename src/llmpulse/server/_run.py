@@ -85,6 +85,9 @@ def banner(settings: ServerSettings) -> str:
         ]
     else:
         lines.append(f"  store: {settings.db_url}   event log: {settings.resolved_log_url}")
+    if settings.otlp_grpc_port is not None:
+        shown = settings.otlp_grpc_port or "a free port"
+        lines.append(f"  OTLP/gRPC: {client_host(settings.host)}:{shown} (TraceService/Export)")
     if settings.demo:
         lines += [
             "  demo mode: posting live traffic for tenant-1, tenant-2 and tenant-3 to the server itself",

@@ -36,6 +36,7 @@ ENV_KAFKA_SESSION_TIMEOUT_S: Final = "LLMPULSE_KAFKA_SESSION_TIMEOUT_S"
 ENV_CONSUMER_GROUP: Final = "CONSUMER_GROUP"
 ENV_OTLP_DEFAULT_TENANT: Final = "LLMPULSE_OTLP_DEFAULT_TENANT"
 ENV_OTLP_DEFAULT_ROUTE: Final = "LLMPULSE_OTLP_DEFAULT_ROUTE"
+ENV_OTLP_GRPC_PORT: Final = "LLMPULSE_OTLP_GRPC_PORT"
 #: The zone a call event's timestamp without a UTC offset is read in (`Limits.naive_timestamp_tz`).
 ENV_NAIVE_TIMESTAMP_TZ: Final = "LLMPULSE_NAIVE_TIMESTAMP_TZ"
 #: Which figure counts for a call event's estimated cost (`ProcessorConfig.estimate_cost`); read by
@@ -96,6 +97,8 @@ class ServerSettings:
         otlp_default_tenant, otlp_default_route: the tenant and route of an OTLP span (``POST
             /v1/traces``) whose span and resource attributes name none (``llmpulse.tenant_id``,
             ``llmpulse.route``).
+        otlp_grpc_port: the port of the OTLP/gRPC receiver (``TraceService/Export``, on `host`); None
+            (the default) serves none, 0 any free port. 4317 is OTLP/gRPC's conventional port.
         request_limits: HTTP limits: body read deadline, JSON depth, rate limit, query range and page
             size (`RequestLimits`).
         key_cache_s: how long an API key lookup (found or not) is cached, and how often the server
@@ -130,6 +133,7 @@ class ServerSettings:
     consumer_group: str = DEFAULT_CONSUMER_GROUP
     otlp_default_tenant: str = DEFAULT_TENANT
     otlp_default_route: str = DEFAULT_ROUTE
+    otlp_grpc_port: int | None = None
     request_limits: RequestLimits = field(default_factory=RequestLimits)
     key_cache_s: float = 5.0
     metrics_public: bool = False
@@ -140,6 +144,12 @@ class ServerSettings:
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {self.port!r}")
+        grpc_port = self.otlp_grpc_port
+        if grpc_port is not None:
+            if not isinstance(grpc_port, int) or isinstance(grpc_port, bool) or not 0 <= grpc_port <= 65535:
+                raise ValueError(f"otlp_grpc_port must be in 0..65535, got {grpc_port!r}")
+            if grpc_port != 0 and grpc_port == self.port:
+                raise ValueError(f"otlp_grpc_port must differ from port (HTTP), both are {grpc_port}")
         if not self.db_url:
             raise ValueError("db_url must not be empty")
         if self.orphan_timeout_s <= 0:
@@ -219,6 +229,8 @@ class ServerSettings:
             values["otlp_default_tenant"] = env[ENV_OTLP_DEFAULT_TENANT]
         if env.get(ENV_OTLP_DEFAULT_ROUTE):
             values["otlp_default_route"] = env[ENV_OTLP_DEFAULT_ROUTE]
+        if env.get(ENV_OTLP_GRPC_PORT):
+            values["otlp_grpc_port"] = _int(env, ENV_OTLP_GRPC_PORT)
         if ENV_KEY_CACHE_S in env:
             values["key_cache_s"] = _float(env, ENV_KEY_CACHE_S)
         estimate_cost = estimate_cost_from_env(env)
