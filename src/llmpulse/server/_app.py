@@ -3,10 +3,12 @@
 The lifespan enters each resource into one `AsyncExitStack` (Phoenix's `create_app` pattern): it opens
 the event log and the store (unless the caller passed them in, in which case the caller owns and closes
 them), starts the retention pruner (unless ``retention.interval_s`` is 0), the processor runner in
-embedded mode, and in demo mode a task that posts live traffic to the server itself. On shutdown,
-after the HTTP server has finished every in-flight request, it unwinds in reverse: the demo task
-stops, the runner commits (or, in Kafka mode without the processor, the thread measuring the workers'
-lag for admission stops) a final checkpoint and stops, the pruner stops after the delete batch under
+embedded mode, the OTLP/gRPC receiver when ``otlp_grpc_port`` is set (`llmpulse.server._otlp_grpc`,
+on this event loop), and in demo mode a task that posts live traffic to the server itself. On
+shutdown, after the HTTP server has finished every in-flight request, it unwinds in reverse: the demo
+task stops, the gRPC receiver refuses new calls and lets those in flight finish, the runner commits
+(or, in Kafka mode without the processor, the thread measuring the workers' lag for admission stops)
+a final checkpoint and stops, the pruner stops after the delete batch under
 way, the store closes, and the log finishes any appends still queued and closes. Every acknowledged event is
 therefore in the log when the process exits.
 
@@ -230,6 +232,13 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             await to_thread.run_sync(group_lag.start)
             stack.push_async_callback(_in_thread, group_lag.stop)
             state.group_lag = group_lag
+        if settings.otlp_grpc_port is not None:
+            # after the log, the gate and the processor: stopped before them, once its calls finish
+            from llmpulse.server._otlp_grpc import OTLPGrpcReceiver
+
+            receiver = OTLPGrpcReceiver(state)
+            await receiver.start()
+            stack.push_async_callback(receiver.stop)
         if settings.demo:
             from llmpulse.server._demo import start_demo
 
