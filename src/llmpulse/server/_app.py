@@ -242,7 +242,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.demo:
             from llmpulse.server._demo import start_demo
 
-            state.demo_url = await stack.enter_async_context(start_demo(settings))
+            token = state.gate.demo_token() if state.gate is not None else None
+            state.demo_url = await stack.enter_async_context(start_demo(settings, token))
         try:
             yield
         finally:

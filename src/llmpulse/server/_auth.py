@@ -29,8 +29,10 @@ Everything here runs on the event loop; store calls go to a worker thread.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import ipaddress
 import logging
+import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -58,6 +60,8 @@ MAX_KEY_LENGTH: Final = 256
 MAX_CACHED_KEYS: Final = 10_000
 #: ``last_used_at`` of a key is written at most this often (seconds).
 LAST_USED_EVERY_S: Final = 60.0
+#: The one path the in-process demo's token (`Gate.demo_token`) is accepted on.
+DEMO_PATH: Final = "/v1/events"
 #: The ``WWW-Authenticate`` header of every 401 (RFC 6750).
 CHALLENGE: Final = {"WWW-Authenticate": 'Bearer realm="llmpulse"'}
 
@@ -179,6 +183,25 @@ class Gate:
         self._written: dict[str, float] = {}
         self.unauthorized = 0
         self.rate_limited = 0
+        self._demo_token: str | None = None
+
+    def demo_token(self) -> str:
+        """The bearer token of this process's own demo traffic (``serve --demo``), made on first use.
+
+        Random, held only in memory and never shown: it lets the demo post to `DEMO_PATH` when API
+        keys are configured, as a caller without a key (events keep their tenants, no rate limit).
+        It is accepted nowhere else. Does not block.
+        """
+        if self._demo_token is None:
+            self._demo_token = secrets.token_urlsafe(32)
+        return self._demo_token
+
+    def _is_demo(self, scope: Scope) -> bool:
+        expected = self._demo_token
+        if expected is None or scope.get("path") != DEMO_PATH:
+            return False
+        token = _bearer(_authorization(scope))
+        return token is not None and hmac.compare_digest(token.encode(), expected.encode())
 
     @property
     def keys_required(self) -> bool:
@@ -235,6 +258,9 @@ class Gate:
             return error_response(503, "the server is starting", headers=retry_after_header(1))
         if b"%00" in scope.get("query_string", b""):  # Postgres cannot compare with a NUL character
             return error_response(422, "query parameters may not contain a NUL character (%00)")
+        if self._is_demo(scope):  # the in-process demo (`demo_token`)
+            scope.setdefault("state", {})[PRINCIPAL_KEY] = None
+            return None
         try:
             caller = await self.authorize(_authorization(scope), _client(scope))
         except ApiError as exc:

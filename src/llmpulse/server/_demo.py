@@ -64,7 +64,7 @@ def _pairs_now(rng: random.Random, elapsed_s: float) -> int:
     return max(0, round(rng.gauss(mean, math.sqrt(mean))))
 
 
-async def _post_forever(client: httpx.AsyncClient, url: str) -> None:
+async def _post_forever(client: httpx.AsyncClient, url: str, headers: dict[str, str]) -> None:
     rng = random.Random()
     base_seed = rng.getrandbits(40) << 20  # request ids differ from any earlier run's
     started = time.monotonic()
@@ -78,7 +78,7 @@ async def _post_forever(client: httpx.AsyncClient, url: str) -> None:
             continue
         body = demo_batch(tick, base_seed, datetime.now(UTC), pairs)
         try:
-            response = await client.post(url, content=body, headers={"content-type": "application/json"})
+            response = await client.post(url, content=body, headers=headers)
         except httpx.TransportError as exc:
             if not warned and tick * DEMO_TICK_S > 5:
                 _log.warning("demo traffic cannot reach %s yet: %s", url, exc)
@@ -91,15 +91,20 @@ async def _post_forever(client: httpx.AsyncClient, url: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def start_demo(settings: ServerSettings) -> AsyncIterator[str]:
+async def start_demo(settings: ServerSettings, token: str | None = None) -> AsyncIterator[str]:
     """Post live demo traffic to the server described by `settings` until the context exits.
 
-    Yields the base URL it posts to. The task tolerates the server not listening yet (it only starts
-    listening after the lifespan's startup) and stops on exit.
+    `token` is sent as ``Authorization: Bearer`` (the server's `Gate.demo_token`, so the traffic is
+    accepted when API keys are configured). Yields the base URL it posts to. The task tolerates the
+    server not listening yet (it only starts listening after the lifespan's startup) and stops on
+    exit.
     """
     url = base_url(settings)
+    headers = {"content-type": "application/json"}
+    if token is not None:
+        headers["authorization"] = f"Bearer {token}"
     async with httpx.AsyncClient(timeout=10.0) as client:
-        task = asyncio.create_task(_post_forever(client, f"{url}/v1/events"), name="llmpulse-demo")
+        task = asyncio.create_task(_post_forever(client, f"{url}/v1/events", headers), name="llmpulse-demo")
         try:
             yield url
         finally:
