@@ -34,7 +34,7 @@ from llmpulse.events import Limits, LLMCall
 from llmpulse.exporters import OTLPExporter
 from llmpulse.sdk import Collector, TelemetryConfig
 from llmpulse.server import ServerSettings, _otlp_decode, create_app
-from llmpulse.server._otlp import _tenant_of
+from llmpulse.server._otlp_calls import _tenant_of
 from llmpulse.server._otlp_decode import OTLPUnavailable
 from tests.server.conftest import MakeClient, backpressure, logged
 from tests.server.live_server import live_server
@@ -233,6 +233,8 @@ def test_llmpulse_otlp_exporter_through_a_collector_matches_what_was_recorded(
             latency_ms=100.0 * (i + 1),
             ttft_ms=50.0,
             cost=0.001 * (i + 1),
+            # the provider's figure counts as sent (an estimate would be re-priced by the server)
+            cost_source="provider",
             error={"type": "timeout"} if i == 4 else None,
             user_id="u-1",
         )
