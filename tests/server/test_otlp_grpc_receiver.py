@@ -481,3 +481,38 @@ def test_retry_trailers_carry_fractions_of_a_second() -> None:
     trailers = dict(retry_trailers(grpc.StatusCode.UNAVAILABLE, "busy", 1.25))
     info = error_details_pb2.RetryInfo.FromString(trailers["google.rpc.retryinfo-bin"])
     assert (info.retry_delay.seconds, info.retry_delay.nanos) == (1, 250_000_000)
+
+
+# -- Kafka mode -----------------------------------------------------------------------------------------
+
+
+def test_in_kafka_mode_grpc_exports_reach_the_windows_and_stop_with_the_server(tmp_path: Path) -> None:
+    from tests.kafka_broker import TansuBroker
+
+    port = free_port()
+    with TansuBroker() as broker:
+        settings = ServerSettings(
+            broker_url=f"kafka://{broker.bootstrap}",
+            db_url=f"sqlite:///{tmp_path / 'store.db'}",
+            kafka_partitions=1,
+            kafka_delivery_timeout_s=5.0,
+            checkpoint_interval_s=0.1,
+            otlp_grpc_port=port,
+        )
+        with TestClient(create_app(settings)) as client:
+            assert export_with(grpc_exporter(port), genai_spans("kafka")) == SpanExportResult.SUCCESS
+            deadline = time.monotonic() + 30
+            found: list[dict[str, Any]] = []
+            while sum(r["requests"] for r in found) < 4:
+                assert time.monotonic() < deadline, f"the calls never reached the windows: {found}"
+                time.sleep(0.1)
+                found = client.get("/v1/metrics", params={"tenant_id": "kafka", "limit": 100}).json()[
+                    "metrics"
+                ]
+            assert {(r["route"], r["model"], r["requests"]) for r in found} == {
+                ("support", "gpt-4o", 2),
+                ("search", "gpt-4o", 1),
+                ("search", "gpt-4o-mini", 1),
+            }
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", port)) != 0
