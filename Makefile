@@ -36,6 +36,14 @@ typecheck: $(VENV)/.installed-test
 test-deps:
 	bash scripts/test-deps.sh
 
+# Arize Phoenix in .venv-phoenix/ (its pins are not llmpulse's), the independent receiver of the OTLP
+# exporter's interoperability test; cached by a stamp of its version (a build takes ~60 s)
+.PHONY: phoenix-venv
+phoenix-venv:
+	bash scripts/phoenix-venv.sh
+
+pytest: phoenix-venv
+
 pytest: $(VENV)/.installed-test test-deps
 	$(BIN)/pytest -q
 
