@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test lint typecheck pytest bench clean test-deps fuzz
+.PHONY: run test lint typecheck pytest bench clean test-deps fuzz otlp-clients
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,13 @@ phoenix-venv:
 
 pytest: phoenix-venv
 
+# the GenAI instrumentations the OTLP receiver is tested with (openai<3, their own OpenTelemetry) in
+# .venv-otlp-clients/; cached by a hash of tests/server/otlp_clients/requirements.txt (a build ~45 s)
+otlp-clients:
+	bash scripts/otlp-clients-venv.sh $(PYTHON)
+
+pytest: otlp-clients
+
 pytest: $(VENV)/.installed-test test-deps
 	$(BIN)/pytest -q
 
@@ -58,4 +65,4 @@ bench: $(VENV)/.installed-bench
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis bench/out
+	rm -rf $(VENV) .venv-otlp-clients .pytest_cache .mypy_cache .ruff_cache .hypothesis bench/out
