@@ -8,11 +8,13 @@ Quick start::
     collector.shutdown(timeout=5.0)
 
 Importing this package stays light (no genai-prices, no HTTP client): prices are loaded by the export
-workers on first use. `Budget`, `BudgetExceeded`, `StreamMeter` and `Usage` load on first access.
+workers on first use. `Budget`, `Budgets`, `BudgetExceeded`, `SharedBudget` (a budget kept on the
+llmpulse server, shared by every process), `StreamMeter` and `Usage` load on first access.
 
 Errors: `DropItem` / `SampledOut` (raised by processors to drop an item; never escape `record`);
 `RetryableError` / `ExportError` (raised by exporters, handled by the pipeline); `BudgetExceeded`
-(budgets with ``on_exceed="raise"``); `ValueError` from `TelemetryConfig` naming the field.
+(budgets with ``on_exceed="raise"``; `SharedBudgetExceeded` and `BudgetUnavailable` from shared
+ones); `ValueError` from `TelemetryConfig` naming the field.
 """
 
 from __future__ import annotations
@@ -21,7 +23,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from llmpulse.sdk._collector import Collector
-from llmpulse.sdk._config import DEFAULT_REDACT, ENV_VARS, REDACTORS, SamplingMode, TelemetryConfig
+from llmpulse.sdk._config import (
+    DEFAULT_REDACT,
+    ENV_VARS,
+    REDACTORS,
+    SamplingMode,
+    SharedBudgetConfig,
+    TelemetryConfig,
+)
 from llmpulse.sdk._exporter import Exporter, ExportError, ExportResult, RetryableError, as_exporter
 from llmpulse.sdk._pipeline import ExportPipeline
 from llmpulse.sdk._processors import (
@@ -50,13 +59,24 @@ from llmpulse.sdk._tracing import (
 )
 
 if TYPE_CHECKING:
-    from llmpulse.sdk._budget import Budget, BudgetExceeded
+    from llmpulse.sdk._budget import Budget, BudgetExceeded, Budgets
+    from llmpulse.sdk._shared_budget import (
+        BudgetUnavailable,
+        SharedBudget,
+        SharedBudgetExceeded,
+        SharedReservation,
+    )
     from llmpulse.sdk._stream import StreamMeter
     from llmpulse.sdk._usage import Usage
 
 _LAZY: dict[str, str] = {
     "Budget": "llmpulse.sdk._budget",
     "BudgetExceeded": "llmpulse.sdk._budget",
+    "Budgets": "llmpulse.sdk._budget",
+    "BudgetUnavailable": "llmpulse.sdk._shared_budget",
+    "SharedBudget": "llmpulse.sdk._shared_budget",
+    "SharedBudgetExceeded": "llmpulse.sdk._shared_budget",
+    "SharedReservation": "llmpulse.sdk._shared_budget",
     "StreamMeter": "llmpulse.sdk._stream",
     "Usage": "llmpulse.sdk._usage",
 }
@@ -81,6 +101,8 @@ __all__ = [
     "Binding",
     "Budget",
     "BudgetExceeded",
+    "BudgetUnavailable",
+    "Budgets",
     "Collector",
     "ContentFilter",
     "DropItem",
@@ -97,6 +119,10 @@ __all__ = [
     "SampledOut",
     "Sampler",
     "SamplingMode",
+    "SharedBudget",
+    "SharedBudgetConfig",
+    "SharedBudgetExceeded",
+    "SharedReservation",
     "SpanContext",
     "SpanHandle",
     "StreamMeter",

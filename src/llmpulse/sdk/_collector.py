@@ -21,7 +21,7 @@ import types
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from llmpulse.events import LLMCall, TelemetryItem
 from llmpulse.sdk._config import TelemetryConfig
@@ -34,6 +34,18 @@ if TYPE_CHECKING:
     from llmpulse.pricing import Pricer
 
 ExporterLike = Exporter | Callable[[str, dict[str, Any]], object]
+
+
+class BudgetStats(Protocol):
+    """What `Collector.watch_budget` needs: a `budget_id` and `stats()` counters (`SharedBudget`)."""
+
+    @property
+    def budget_id(self) -> str:
+        """The budget's name in `stats()["budgets"]`."""
+
+    def stats(self) -> dict[str, Any]:
+        """Counters, with at least `fail_open`, `fail_closed` and `refused`; must not block."""
+
 
 #: Token counters kept per (model, provider) for unsampled calls without a cost.
 _UNPRICED_FIELDS: Final = 6  # calls, input, output, cached, cache_write, reasoning
@@ -197,6 +209,8 @@ class Collector:
         )
         self._pricer = pricer
         self._exporters = exporters_ = _Pipelines(cfg.shutdown_timeout_s)
+        # shared budgets shown in stats(), by name; weak, so watching keeps no budget alive
+        self._budgets: dict[str, weakref.ref[BudgetStats]] = {}
         self._init_state()
         for exporter in exporters:
             self.add_exporter(exporter)
@@ -418,6 +432,21 @@ class Collector:
 
     # -- statistics -------------------------------------------------------------------------------
 
+    def watch_budget(self, budget: BudgetStats) -> str:
+        """Show a shared budget's counters in `stats()` (under its `budget_id`); returns that name.
+
+        `SharedBudget(collector=...)` calls it. A second budget with the same id gets ``id#2``. The
+        collector keeps only a weak reference. Does not block.
+        """
+        with self._lock:
+            name = budget.budget_id
+            n = 1
+            while name in self._budgets and self._budgets[name]() not in (None, budget):
+                n += 1
+                name = f"{budget.budget_id}#{n}"
+            self._budgets[name] = weakref.ref(budget)
+        return name
+
     def stats(self) -> dict[str, Any]:
         """Counters of the collector and of each exporter. Does not block on I/O.
 
@@ -425,7 +454,9 @@ class Collector:
         `dropped_by_processors`, `errors` and `last_error` (failures inside the SDK), `unsampled`
         (calls, tokens and cost of LLM calls left out by sampling, see `TelemetryConfig.sampling`) and
         `exporters`: per exporter name, `emitted`, `exported`, `queued`, `dropped`, `dropped_by_reason`,
-        `failed`, `retried`, `last_error`, with ``emitted == exported + queued + dropped``. Pricing
+        `failed`, `retried`, `last_error`, with ``emitted == exported + queued + dropped``;
+        `budget_fail_open`, `budget_fail_closed`, `budget_refused` (summed over the shared budgets
+        given this collector) and `budgets`: each one's `SharedBudget.stats()` by name. Pricing
         unsampled calls may take a few milliseconds the first time a model is seen.
         """
         with self._lock:
@@ -459,6 +490,12 @@ class Collector:
             stats["emitted"] = stats.pop("offered", 0)
             exporters[name] = stats
         result["exporters"] = exporters
+        with self._lock:
+            watched = [(name, ref()) for name, ref in self._budgets.items()]
+        budgets = {name: budget.stats() for name, budget in watched if budget is not None}
+        for key in ("fail_open", "fail_closed", "refused"):
+            result[f"budget_{key}"] = sum(b[key] for b in budgets.values())
+        result["budgets"] = budgets
         return result
 
     def _price_unsampled(

@@ -229,3 +229,117 @@ def _parse(name: str, raw: str) -> Any:
             return REDACTORS
         return tuple(p.strip() for p in raw.split(",") if p.strip())
     return raw
+
+
+# -- shared budgets -------------------------------------------------------------------------------
+
+#: What a shared budget does when its server cannot be reached, times out or answers 5xx.
+UnavailablePolicy = Literal["fail_open", "fail_closed"]
+
+ENV_BUDGET_URL: Final = "LLMPULSE_BUDGET_URL"
+ENV_BUDGET_API_KEY: Final = "LLMPULSE_BUDGET_API_KEY"
+ENV_BUDGET_ON_UNAVAILABLE: Final = "LLMPULSE_BUDGET_ON_UNAVAILABLE"
+ENV_BUDGET_TIMEOUT_S: Final = "LLMPULSE_BUDGET_TIMEOUT_S"
+ENV_BUDGET_RETRY_INTERVAL_S: Final = "LLMPULSE_BUDGET_RETRY_INTERVAL_S"
+ENV_BUDGET_RESERVATION_TTL_S: Final = "LLMPULSE_BUDGET_RESERVATION_TTL_S"
+#: Read when `LLMPULSE_BUDGET_URL` / `LLMPULSE_BUDGET_API_KEY` are unset: the pulse exporter's server
+#: (the same names as `llmpulse.exporters._env`, which the SDK may not import).
+ENV_EXPORT_URL_FALLBACK: Final = "LLMPULSE_EXPORT_URL"
+ENV_API_KEY_FALLBACK: Final = "LLMPULSE_API_KEY"
+
+
+def _parse_float(raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError("expected a number") from None
+
+
+#: field → (variables, first set wins; parser): the one table `SharedBudgetConfig.from_env` reads.
+BUDGET_ENV_VARS: Final[Mapping[str, tuple[tuple[str, ...], Callable[[str], Any]]]] = MappingProxyType(
+    {
+        "url": ((ENV_BUDGET_URL, ENV_EXPORT_URL_FALLBACK), str),
+        "api_key": ((ENV_BUDGET_API_KEY, ENV_API_KEY_FALLBACK), str),
+        "on_unavailable": ((ENV_BUDGET_ON_UNAVAILABLE,), str.lower),
+        "timeout_s": ((ENV_BUDGET_TIMEOUT_S,), _parse_float),
+        "retry_interval_s": ((ENV_BUDGET_RETRY_INTERVAL_S,), _parse_float),
+        "reservation_ttl_s": ((ENV_BUDGET_RESERVATION_TTL_S,), _parse_float),
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SharedBudgetConfig:
+    """How a `SharedBudget` reaches its server and what it does when it cannot. Frozen; validated.
+
+    Attributes:
+        url: the llmpulse server's base URL (``http://host:port``).
+        api_key: sent as ``Authorization: Bearer <api_key>`` when given.
+        on_unavailable: ``"fail_open"`` (default: the call proceeds unreserved, counted) or
+            ``"fail_closed"`` (the call is refused with `BudgetUnavailable`, counted) when the server
+            cannot be reached within `timeout_s`, or answers 5xx.
+        timeout_s: the longest a reservation (connect, send, answer) may take before the policy applies.
+        retry_interval_s: after a failure, calls apply the policy at once, without trying the server,
+            for this long (0: every call tries).
+        reservation_ttl_s: asked for each reservation (`ttl_s`); None: the budget's own TTL.
+    """
+
+    url: str = "http://127.0.0.1:8080"
+    api_key: str | None = None
+    on_unavailable: UnavailablePolicy = "fail_open"
+    timeout_s: float = 1.0
+    retry_interval_s: float = 1.0
+    reservation_ttl_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.url, str) or not self.url.startswith(("http://", "https://")):
+            raise ValueError(
+                f"url must be an http(s) base URL such as http://127.0.0.1:8080, got {self.url!r}"
+            )
+        object.__setattr__(self, "url", self.url.rstrip("/"))
+        if self.api_key is not None and not isinstance(self.api_key, str):
+            raise ValueError("api_key must be a string or None")
+        if self.on_unavailable not in ("fail_open", "fail_closed"):
+            raise ValueError(
+                f'on_unavailable must be "fail_open" or "fail_closed", got {self.on_unavailable!r}'
+            )
+        if not _is_number(self.timeout_s) or self.timeout_s <= 0:
+            raise ValueError(f"timeout_s must be a positive number, got {self.timeout_s!r}")
+        if not _is_number(self.retry_interval_s) or self.retry_interval_s < 0:
+            raise ValueError(f"retry_interval_s must be a number >= 0, got {self.retry_interval_s!r}")
+        ttl = self.reservation_ttl_s
+        if ttl is not None and (not _is_number(ttl) or ttl <= 0):
+            raise ValueError(f"reservation_ttl_s must be a positive number or None, got {ttl!r}")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> SharedBudgetConfig:
+        """Build a config from the variables of `BUDGET_ENV_VARS`; keyword arguments win over them.
+
+        A keyword argument given as None counts as not given. Raises `ValueError` naming the variable
+        when one cannot be parsed or is invalid. Does not block.
+        """
+        env = os.environ if environ is None else environ
+        given = {k: v for k, v in overrides.items() if v is not None}
+        values: dict[str, Any] = {}
+        source: dict[str, str] = {}
+        for name, (variables, parse) in BUDGET_ENV_VARS.items():
+            if name in given:
+                continue
+            for var in variables:
+                raw = env.get(var, "").strip()
+                if not raw:
+                    continue
+                try:
+                    values[name] = parse(raw)
+                except ValueError as exc:
+                    raise ValueError(f"{var}={raw!r}: {exc}") from None
+                source[name] = var
+                break
+        values.update(given)
+        try:
+            return cls(**values)
+        except ValueError as exc:
+            names = [n for n in source if str(exc).startswith(n)]
+            if names:
+                raise ValueError(f"{source[names[0]]}: {exc}") from None
+            raise
