@@ -25,12 +25,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from llmpulse.events import to_dict
 from llmpulse.events._sdk_schema import Span as SdkSpan
 from llmpulse.exporters._env import ENV_SEMCONV_STABILITY_OPT_IN, genai_semconv
-from llmpulse.exporters._otlp import (
-    GENAI_ATTRIBUTES,
-    OTLPExporter,
-    genai_input_messages,
-    genai_output_messages,
-)
+from llmpulse.exporters._genai_messages import genai_input_messages, genai_output_messages
+from llmpulse.exporters._otlp import GENAI_ATTRIBUTES, OTLPExporter
 from llmpulse.sdk import Collector, TelemetryConfig
 from llmpulse.sdk._exporter import ExportError, ExportResult, RetryableError
 from tests.sdk.test_pipeline import call

@@ -31,7 +31,6 @@ pipeline, never into the application); `ValueError` naming the argument for a ba
 from __future__ import annotations
 
 import base64
-import contextlib
 import gzip
 import hashlib
 import json
@@ -43,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from llmpulse._version import __version__
 from llmpulse.events._sdk_schema import new_span_id, new_trace_id
+from llmpulse.exporters._genai_messages import genai_input_messages, genai_output_messages
 from llmpulse.exporters._http import (
     USER_AGENT,
     KeepAliveClient,
@@ -213,93 +213,6 @@ def _flatten(prefix: str, value: Any) -> Iterator[tuple[str, Scalar]]:
             yield from _flatten(f"{prefix}.{key}", inner)
     elif isinstance(value, str | bool | int | float):
         yield prefix, value
-
-
-def _parts(content: Any) -> list[dict[str, Any]]:
-    """A message's `content` as GenAI message parts: strings and text parts as ``text``, others kept."""
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [{"type": "text", "content": content}]
-    if isinstance(content, Mapping):
-        text = content.get("text", content.get("content"))
-        if content.get("type") in (None, "text", "input_text", "output_text") and isinstance(text, str):
-            return [{"type": "text", "content": text}]
-        if isinstance(content.get("type"), str):
-            return [dict(content)]  # a part of another kind (image, file, ...): a generic part as given
-        return [{"type": "text", "content": json.dumps(content, default=str)}]
-    if isinstance(content, list | tuple):
-        return [part for inner in content for part in _parts(inner)]
-    return [{"type": "text", "content": str(content)}]
-
-
-def _tool_call_part(call: Any) -> dict[str, Any] | None:
-    """An OpenAI-style ``tool_calls`` entry as a ``tool_call`` part; None when it names no tool."""
-    if not isinstance(call, Mapping):
-        return None
-    inner = call.get("function")
-    function: Mapping[str, Any] = inner if isinstance(inner, Mapping) else call
-    name = function.get("name")
-    if not isinstance(name, str):
-        return None
-    arguments = function.get("arguments", function.get("input"))
-    if isinstance(arguments, str):
-        with contextlib.suppress(ValueError):  # arguments that are not JSON are kept as the string
-            arguments = json.loads(arguments)
-    part: dict[str, Any] = {"type": "tool_call", "name": name, "arguments": arguments}
-    if call.get("id") is not None:
-        part["id"] = str(call["id"])
-    return part
-
-
-def _message(value: Any, role: str) -> dict[str, Any]:
-    """One chat message (a string, an OpenAI/Anthropic-style mapping, or one already in the GenAI
-    shape with ``parts``) as a GenAI message with ``role`` and ``parts``; `role` when it names none."""
-    if not isinstance(value, Mapping):
-        return {"role": role, "parts": _parts(value)}
-    if isinstance(value.get("parts"), list):
-        return {**value, "role": str(value.get("role") or role)}
-    role = str(value.get("role") or role)
-    if role == "tool":
-        response: dict[str, Any] = {"type": "tool_call_response", "response": value.get("content")}
-        if value.get("tool_call_id") is not None:
-            response["id"] = str(value["tool_call_id"])
-        return {"role": role, "parts": [response]}
-    parts = _parts(value.get("content"))
-    for call in value.get("tool_calls") or ():
-        part = _tool_call_part(call)
-        if part is not None:
-            parts.append(part)
-    message: dict[str, Any] = {"role": role, "parts": parts}
-    if isinstance(value.get("name"), str):
-        message["name"] = value["name"]
-    return message
-
-
-def genai_input_messages(content: Any) -> list[dict[str, Any]]:
-    """The prompt an item recorded (a string, one message or a list of messages) as the
-    ``gen_ai.input.messages`` list of the GenAI conventions (a bare string is one ``user`` message). Pure."""
-    messages = content if isinstance(content, list | tuple) else [content]
-    return [_message(message, "user") for message in messages]
-
-
-def genai_output_messages(content: Any, finish_reason: str) -> list[dict[str, Any]]:
-    """The completion an item recorded as the ``gen_ai.output.messages`` list of the GenAI conventions:
-    one ``assistant`` message per choice, each with `finish_reason` unless it names its own. Pure."""
-    choices = (
-        content
-        if isinstance(content, list | tuple)
-        and all(isinstance(c, Mapping) and ("role" in c or "parts" in c) for c in content)
-        and content
-        else [content]
-    )
-    result = []
-    for choice in choices:
-        message = _message(choice, "assistant")
-        reason = choice.get("finish_reason") if isinstance(choice, Mapping) else None
-        message["finish_reason"] = str(reason or finish_reason)
-        result.append(message)
-    return result
 
 
 def _env_value(kwarg: str, text: str, variable: str) -> Any:
