@@ -429,6 +429,7 @@ class SharedBudget:
         self._pending = 0
         self._cond = threading.Condition(threading.Lock())
         self._stop = threading.Event()
+        self._give_up_at: float | None = None  # set by close(): retries waiting past it are given up
         self._worker: threading.Thread | None = None
         self._closed = False
 
@@ -707,24 +708,35 @@ class SharedBudget:
         return answer
 
     def _send(self, method: str, path: str, body: Mapping[str, Any] | None, counter: str) -> None:
-        outcome = call_with_retry(lambda: self._attempt(method, path, body), SETTLE_RETRY, stop=self._stop)
+        outcome = call_with_retry(
+            lambda: self._attempt(method, path, body), SETTLE_RETRY, stop=self._stop, deadline=self._deadline
+        )
         self._settled(outcome.gave_up, outcome.error, counter)
 
     def _backfill(self, cost: float) -> None:
         """Send a fail-open call's cost to the ledger: a zero reservation committed at the cost."""
         reserve = f"{self._path}/reservations"
         outcome = call_with_retry(
-            lambda: self._attempt("POST", reserve, {"estimate_usd": 0.0}), SETTLE_RETRY, stop=self._stop
+            lambda: self._attempt("POST", reserve, {"estimate_usd": 0.0}),
+            SETTLE_RETRY,
+            stop=self._stop,
+            deadline=self._deadline,
         )
         rid = None if outcome.value is None else outcome.value.get("reservation_id")
         if isinstance(rid, str):
             commit = f"{reserve}/{urllib.parse.quote(rid, safe='')}/commit"
             outcome2 = call_with_retry(
-                lambda: self._attempt("POST", commit, {"cost_usd": cost}), SETTLE_RETRY, stop=self._stop
+                lambda: self._attempt("POST", commit, {"cost_usd": cost}),
+                SETTLE_RETRY,
+                stop=self._stop,
+                deadline=self._deadline,
             )
             self._settled(outcome2.gave_up, outcome2.error, "backfilled")
         else:
             self._settled(outcome.gave_up or "permanent_error", outcome.error, "backfilled")
+
+    def _deadline(self) -> float | None:
+        return self._give_up_at
 
     def _settled(self, gave_up: str | None, error: Exception | None, counter: str) -> None:
         with self._lock:
@@ -778,6 +790,7 @@ class SharedBudget:
 
         Settles still queued after the timeout are left to expire on the server. Idempotent.
         """
+        self._give_up_at = time.monotonic() + (0.0 if timeout is None else timeout)
         done = self.flush(timeout)
         with self._cond:
             self._closed = True
