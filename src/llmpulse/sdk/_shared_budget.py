@@ -22,7 +22,6 @@ invalid arguments. Nothing else is raised into the application.
 from __future__ import annotations
 
 import atexit
-import http.client
 import json
 import logging
 import math
@@ -36,10 +35,10 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from llmpulse._version import __version__
 from llmpulse.sdk._budget import BudgetExceeded
+from llmpulse.sdk._budget_http import Connections, Unreachable
 from llmpulse.sdk._config import SharedBudgetConfig, UnavailablePolicy
-from llmpulse.sdk._exporter import ExportError, RetryableError
+from llmpulse.sdk._exporter import ExportError
 from llmpulse.sdk._retry import RetryPolicy, call_with_retry
 
 if TYPE_CHECKING:
@@ -60,7 +59,6 @@ SETTLE_RETRY: Final = RetryPolicy(
 )
 #: The longest the `atexit` hook waits for settles still queued.
 EXIT_FLUSH_S: Final = 5.0
-_USER_AGENT: Final = f"llmpulse-sdk/{__version__}"
 _COUNTERS: Final = (
     "reserved",
     "refused",
@@ -136,99 +134,6 @@ def _rebuild_shared(
     )
     error.args = (message,)
     return error
-
-
-class _Unreachable(RetryableError):
-    """The server could not be reached, timed out, or answered 5xx (retryable in the background)."""
-
-
-class _Connections:
-    """Kept-alive HTTP/1.1 connections to one server (stdlib `http.client`), pooled across threads.
-
-    Each request takes an idle connection or opens one, so concurrent threads never share a socket;
-    a forked child drops its parent's connections. A reused connection the server had closed is
-    replaced once.
-    """
-
-    def __init__(self, url: str, timeout_s: float, api_key: str | None) -> None:
-        parts = urllib.parse.urlsplit(url)
-        if parts.hostname is None:
-            raise ValueError(f"url must name a host, got {url!r}")
-        self._cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-        self._host = parts.hostname
-        self._port = parts.port
-        self._prefix = parts.path.rstrip("/")
-        self._timeout_s = timeout_s
-        self._headers = {
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-            "User-Agent": _USER_AGENT,
-        }
-        if api_key:
-            self._headers["Authorization"] = f"Bearer {api_key}"
-        self._lock = threading.Lock()
-        self._idle: list[http.client.HTTPConnection] = []
-        self._pid = os.getpid()
-
-    def _take(self) -> tuple[http.client.HTTPConnection, bool]:
-        with self._lock:
-            if self._pid != os.getpid():  # a forked child: the sockets are the parent's
-                self._idle = []
-                self._pid = os.getpid()
-            if self._idle:
-                return self._idle.pop(), True
-        return self._cls(self._host, self._port, timeout=self._timeout_s), False
-
-    def _give(self, conn: http.client.HTTPConnection) -> None:
-        with self._lock:
-            if self._pid == os.getpid():
-                self._idle.append(conn)
-                return
-        conn.close()
-
-    def request(self, method: str, path: str, body: Mapping[str, Any] | None) -> tuple[int, dict[str, Any]]:
-        """Send one request; (status, JSON object answered). Blocks up to about the timeout.
-
-        Raises `_Unreachable` for network errors, timeouts, 5xx and answers that are not JSON objects.
-        """
-        payload = None if body is None else json.dumps(body).encode()
-        where = f"{method} {path}"
-        for _ in range(2):
-            conn, reused = self._take()
-            try:
-                conn.request(method, self._prefix + path, body=payload, headers=self._headers)
-                response = conn.getresponse()
-                data = response.read()
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
-                conn.close()
-                if reused:
-                    continue  # an idle connection the server had closed: once more on a new one
-                raise _Unreachable(f"{where}: {type(exc).__name__}: {exc}") from exc
-            except (OSError, http.client.HTTPException) as exc:
-                conn.close()
-                kind = "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
-                raise _Unreachable(f"{where}: {kind}") from exc
-            if response.will_close:
-                conn.close()
-            else:
-                self._give(conn)
-            if response.status >= 500:
-                raise _Unreachable(f"{where}: HTTP {response.status}")
-            try:
-                answer = json.loads(data) if data else {}
-            except ValueError:
-                answer = None
-            if not isinstance(answer, dict):
-                raise _Unreachable(f"{where}: HTTP {response.status}, not a JSON object")
-            return response.status, answer
-        raise _Unreachable(f"{where}: the connection was closed twice")
-
-    def close(self) -> None:
-        """Close the idle connections. Does not block."""
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
 
 
 class SharedReservation:
@@ -416,7 +321,7 @@ class SharedBudget:
 
     def _init_state(self) -> None:
         """Fresh connections, counters, queue and worker (construction, and in a forked child)."""
-        self._http = _Connections(self.config.url, self.config.timeout_s, self.config.api_key)
+        self._http = Connections(self.config.url, self.config.timeout_s, self.config.api_key)
         self._lock = threading.Lock()
         self._counts: dict[str, int] = dict.fromkeys(_COUNTERS, 0)
         self._fail_open_usd = 0.0
@@ -470,8 +375,8 @@ class SharedBudget:
                 self._seen(answer)
                 self._count("refused")
                 raise self._exceeded(answer, estimate)
-            raise _Unreachable(f"POST {self._path}/reservations: HTTP {status} {_brief(answer)}")
-        except _Unreachable as exc:
+            raise Unreachable(f"POST {self._path}/reservations: HTTP {status} {_brief(answer)}")
+        except Unreachable as exc:
             return self._unavailable(exc, estimate)
 
     async def areserve(self, attributes: Mapping[str, str | None], max_cost_usd: float) -> SharedReservation:
@@ -530,7 +435,7 @@ class SharedBudget:
     def _admin(self, method: str, body: Mapping[str, Any] | None, *, expect: int) -> dict[str, Any]:
         try:
             status, answer = self._request(method, self._path, body, hot=False)
-        except _Unreachable as exc:
+        except Unreachable as exc:
             raise RuntimeError(f"shared budget {self.budget_id!r}: {exc}") from exc
         if status != expect:
             raise RuntimeError(
@@ -583,12 +488,12 @@ class SharedBudget:
     ) -> tuple[int, dict[str, Any]]:
         """One round trip. `hot` requests (reserve, grow) skip the server during the retry interval."""
         if hot and self._clock() < self._down_until:
-            raise _Unreachable(
+            raise Unreachable(
                 f"{self._last_error or 'unreachable'} (not retried for {self.config.retry_interval_s} s)"
             )
         try:
             answer = self._http.request(method, path, body)
-        except _Unreachable as exc:
+        except Unreachable as exc:
             with self._lock:
                 self._counts["unreachable"] += 1
                 first = self._down_until == -math.inf or self._clock() >= self._down_until + 60.0
@@ -662,7 +567,7 @@ class SharedBudget:
                     reservation._grown(target if granted is None else granted)
                     return None
                 if status != 409:
-                    raise _Unreachable(f"POST {path}: HTTP {status} {_brief(answer)}")
+                    raise Unreachable(f"POST {path}: HTTP {status} {_brief(answer)}")
                 remaining = _number(answer.get("remaining_usd"))
                 # what is left may still cover the next step: take just that much, once
                 if remaining is None or target <= amount + remaining or amount + remaining < need:
@@ -670,7 +575,7 @@ class SharedBudget:
                 target = amount + remaining
             self._count("cut")
             return self._exceeded(answer, cost)
-        except _Unreachable as exc:
+        except Unreachable as exc:
             if self.config.on_unavailable == "fail_closed":
                 self._count("fail_closed")
                 return self._refusal(
