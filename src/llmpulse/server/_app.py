@@ -36,6 +36,7 @@ from llmpulse._version import __version__
 from llmpulse.events import Event, LLMCall, LLMRequest, LLMResponse
 from llmpulse.pipeline import EventLog, ProcessorConfig, ProcessorRunner, SQLiteEventLog
 from llmpulse.server._auth import Gate, document_security, is_loopback
+from llmpulse.server._budgets_api import router as budgets_api_router
 from llmpulse.server._calls_api import router as calls_api_router
 from llmpulse.server._dashboard import install_dashboard
 from llmpulse.server._dashboard_api import router as dashboard_api_router
@@ -289,6 +290,7 @@ def create_app(
     app.include_router(otlp_router)
     app.include_router(query_router)
     app.include_router(calls_api_router)
+    app.include_router(budgets_api_router)
     app.include_router(health_router)
     app.include_router(metrics_router)
     app.include_router(dashboard_api_router)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -87,6 +88,8 @@ class ServerState:
     #: API keys and rate limits (set by `create_app`); the app's metrics registry and counters.
     gate: Gate | None = None
     metrics: ServerMetrics | None = None
+    #: The wall clock of budget periods and reservation expiry (epoch seconds; tests inject theirs).
+    clock: Callable[[], float] = time.time
 
     def require_log(self) -> EventLog:
         """The event log, or an `ApiError` 503 while the server is not ready."""

@@ -16,7 +16,9 @@ arguments.
 attribute filters): pages newest or costliest first, every record oldest first a page at a time (for
 export), and costs grouped by an attribute. They block.
 
-API keys live in the store too (`Store.keys`, an `ApiKeys`): only their SHA-256 is kept.
+API keys live in the store too (`Store.keys`, an `ApiKeys`): only their SHA-256 is kept. Shared
+budgets too (`Store.budgets`, a `BudgetLedger`: `BudgetSpec` definitions, reservations against one
+ledger row per period, `BudgetView`s).
 
 Retention: `RetentionPolicy` says how long each kind of record is kept, `prune` deletes what it no
 longer keeps in small batches, and `RetentionPruner` does so every interval on a background thread
@@ -25,6 +27,20 @@ longer keeps in small batches, and `RetentionPruner` does so every interval on a
 
 from __future__ import annotations
 
+from llmpulse.store._budgets import (
+    PERIODS,
+    SCOPE_ATTRIBUTES,
+    BudgetLedger,
+    BudgetNotFound,
+    BudgetPeriod,
+    BudgetSpec,
+    BudgetView,
+    ReservationNotFound,
+    ReservationSettled,
+    ReserveResult,
+    SettleResult,
+    period_bounds,
+)
 from llmpulse.store._calls import (
     CALL_STATUSES,
     GROUP_BY_ATTRIBUTES,
@@ -80,10 +96,17 @@ __all__ = [
     "MAX_ERROR_MESSAGE_LEN",
     "MAX_ERROR_TYPE_LEN",
     "MAX_RECORD_METADATA_BYTES",
+    "PERIODS",
     "ROLL_SETTLE_S",
+    "SCOPE_ATTRIBUTES",
     "WINDOW_SECONDS",
     "ApiKey",
     "ApiKeys",
+    "BudgetLedger",
+    "BudgetNotFound",
+    "BudgetPeriod",
+    "BudgetSpec",
+    "BudgetView",
     "CallFilter",
     "CallOrder",
     "CallRecord",
@@ -101,12 +124,16 @@ __all__ = [
     "PendingKind",
     "ProcessorState",
     "PruneResult",
+    "ReservationNotFound",
+    "ReservationSettled",
+    "ReserveResult",
     "RetentionPolicy",
     "RetentionPruner",
     "RetentionSettingError",
     "RollResult",
     "Rollup",
     "Scope",
+    "SettleResult",
     "Store",
     "StoreError",
     "StoreIntegrityError",
@@ -130,6 +157,7 @@ __all__ = [
     "metrics_row",
     "minute_bounds",
     "parse_dedup_key",
+    "period_bounds",
     "prune",
     "quantile",
     "rfc3339",

@@ -17,6 +17,7 @@ from typing import Any, Final
 
 import sqlalchemy as sa
 
+from llmpulse.store._budgets import BudgetLedger
 from llmpulse.store._commit import CheckpointWriter, _chunks, written_window
 from llmpulse.store._engine import create_engine_for, migrate, translate_errors, write_transaction
 from llmpulse.store._filter import KeyFilter
@@ -126,6 +127,7 @@ class Store:
         )
         self._writer = CheckpointWriter(engine.dialect)
         self._keys = ApiKeys(engine, self._serial)
+        self._budgets = BudgetLedger(engine, self._serial, self._write_lock)
         self._windows_written = 0
 
     @classmethod
@@ -156,6 +158,11 @@ class Store:
     def engine(self) -> sa.Engine:
         """The SQLAlchemy engine (for tests and tools; prefer the methods)."""
         return self._engine
+
+    @property
+    def budgets(self) -> BudgetLedger:
+        """The shared budgets kept in this store (definitions, reservations, views). Its methods block."""
+        return self._budgets
 
     @property
     def keys(self) -> ApiKeys:
