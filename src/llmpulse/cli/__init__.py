@@ -1,5 +1,5 @@
-"""The ``llmpulse`` command: ``serve``, ``process``, ``demo``, ``replay``, ``query``, ``keys`` and
-``export``.
+"""The ``llmpulse`` command: ``serve``, ``process``, ``demo``, ``replay``, ``query``, ``keys``,
+``export`` and ``budgets``.
 
 Exit status: 0 on success, 1 when the command failed or some events were rejected (one line on
 stderr, no traceback), 2 for a usage error (bad flag, bad environment variable).
@@ -25,12 +25,13 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
-    from llmpulse.cli import _demo, _export, _keys, _process, _query, _replay, _serve
+    from llmpulse.cli import _budgets, _demo, _export, _keys, _process, _query, _replay, _serve
 
     parser = _Parser(
         prog="llmpulse",
         description=(
-            "LLM telemetry: run the server, send traffic, query windows, manage API keys, export calls."
+            "LLM telemetry: run the server, send traffic, query windows, manage API keys, export calls,"
+            " manage shared budgets."
         ),
     )
     parser.add_argument("--version", action="version", version=f"llmpulse {__version__}")
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     _query.add_parser(sub)
     _keys.add_parser(sub)
     _export.add_parser(sub)
+    _budgets.add_parser(sub)
     return parser
 
 
