@@ -26,6 +26,7 @@ from llmpulse.cli._common import Subcommands, non_negative_float, positive_int
 from llmpulse.server import ServerSettings
 from llmpulse.server import run as run_server
 from llmpulse.server._auth import exposure_problem, is_loopback
+from llmpulse.server._budgets_file import load_budgets
 from llmpulse.store import RetentionSettingError, StoreError
 
 
@@ -119,6 +120,11 @@ def add_parser(sub: Subcommands) -> None:
         help="with --broker --no-processor: the consumer group of the 'llmpulse process' workers whose "
         "lag holds ingest back (default llmpulse-processor; env CONSUMER_GROUP)",
     )
+    parser.add_argument(
+        "--budgets",
+        metavar="FILE",
+        help="shared budgets to create or replace at start: a YAML file (env LLMPULSE_BUDGETS_FILE)",
+    )
     _add_retention_flags(parser)
     parser.set_defaults(func=run, parser=parser)
 
@@ -202,6 +208,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         orphan_timeout_s=args.orphan_timeout,
         log_sync=args.log_sync,
         insecure=args.insecure,
+        budgets=None if args.budgets is None else load_budgets(args.budgets),
     )
     if args.max_event_age is not None:
         limits = dataclasses.replace(settings.limits, max_past_s=args.max_event_age)

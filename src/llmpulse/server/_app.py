@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, Final, cast
 
@@ -52,7 +52,7 @@ from llmpulse.server._otlp import router as otlp_router
 from llmpulse.server._query import router as query_router
 from llmpulse.server._settings import ServerSettings
 from llmpulse.server._state import ServerState
-from llmpulse.store import RetentionPruner, Store
+from llmpulse.store import BudgetSpec, RetentionPruner, Store
 
 _log = logging.getLogger("llmpulse.server")
 
@@ -184,6 +184,11 @@ def _open_log(settings: ServerSettings) -> EventLog:
     )
 
 
+def _put_budgets(store: Store, budgets: Sequence[BudgetSpec], now: float) -> None:
+    for spec in budgets:
+        store.budgets.put(spec, now)
+
+
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: ServerState = app.state.llmpulse
@@ -198,6 +203,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             store = await to_thread.run_sync(Store.open, settings.db_url)
             stack.push_async_callback(_in_thread, store.close)
             state.store = store
+        if settings.budgets:  # the budgets file: created or replaced at start
+            await to_thread.run_sync(_put_budgets, state.store, settings.budgets, state.clock())
         if state.gate is not None:
             await state.gate.open(state.store)
             keys_task = asyncio.create_task(state.gate.maintain(), name="llmpulse-api-keys")

@@ -15,8 +15,9 @@ from typing import Any, Final
 from llmpulse.events import DEFAULT_ROUTE, DEFAULT_TENANT, Limits, parse_naive_timestamp_tz
 from llmpulse.events._limits import MAX_NAME_LEN
 from llmpulse.pipeline import ESTIMATE_COSTS, EstimateCost
+from llmpulse.server._budgets_file import load_budgets
 from llmpulse.server._limits import RequestLimits
-from llmpulse.store import RetentionPolicy
+from llmpulse.store import BudgetSpec, RetentionPolicy
 
 ENV_HTTP_PORT: Final = "HTTP_PORT"
 ENV_HOST: Final = "LLMPULSE_HOST"
@@ -46,6 +47,7 @@ ENV_ESTIMATE_COST: Final = "LLMPULSE_ESTIMATE_COST"
 ENV_KEY_CACHE_S: Final = "LLMPULSE_KEY_CACHE_S"
 ENV_METRICS_PUBLIC: Final = "LLMPULSE_METRICS_PUBLIC"
 ENV_INSECURE: Final = "LLMPULSE_INSECURE"
+ENV_BUDGETS_FILE: Final = "LLMPULSE_BUDGETS_FILE"
 
 DEFAULT_DB_URL: Final = "sqlite:///llmpulse.db"
 #: The consumer group of ``llmpulse process`` workers when ``CONSUMER_GROUP`` is unset (the value of
@@ -105,6 +107,8 @@ class ServerSettings:
             checks whether keys were created while none was configured (docs/security.md).
         metrics_public: serve ``/metrics`` without a key even when keys are configured.
         insecure: let ``llmpulse serve`` listen beyond loopback although no API key is configured.
+        budgets: shared budgets created or replaced at start (``serve --budgets FILE``,
+            ``LLMPULSE_BUDGETS_FILE``: `llmpulse.server._budgets_file.load_budgets`).
         retention: how long call records, windows, rollups and consumed log records are kept, and
             how often this server prunes (`RetentionPolicy`; docs/embedded.md#retention).
         estimate_cost: which figure counts for a call event's estimated cost: ``genai-prices``
@@ -140,6 +144,7 @@ class ServerSettings:
     insecure: bool = False
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
     estimate_cost: EstimateCost = "genai-prices"
+    budgets: tuple[BudgetSpec, ...] = ()
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -233,6 +238,11 @@ class ServerSettings:
             values["otlp_grpc_port"] = _int(env, ENV_OTLP_GRPC_PORT)
         if ENV_KEY_CACHE_S in env:
             values["key_cache_s"] = _float(env, ENV_KEY_CACHE_S)
+        if env.get(ENV_BUDGETS_FILE):
+            try:
+                values["budgets"] = load_budgets(env[ENV_BUDGETS_FILE])
+            except ValueError as exc:
+                raise ValueError(f"{ENV_BUDGETS_FILE}: {exc}") from None
         estimate_cost = estimate_cost_from_env(env)
         if estimate_cost is not None:
             values["estimate_cost"] = estimate_cost

@@ -277,15 +277,38 @@ class BudgetView:
     observed_usd: float | None
     observed_requests: int
     updated_at: float
+    created_at: float
+    as_of: float
 
     @property
     def remaining_usd(self) -> float:
         """What is left to reserve: ``max(0, amount − committed − reserved)``."""
         return _usd(max(0, to_nano(self.spec.amount_usd) - self.committed_nano - self.reserved_nano))
 
+    @property
+    def burn_usd_per_hour(self) -> float:
+        """The period's committed spend per hour so far (since the budget was created, when later
+        than the period's start)."""
+        elapsed = self.as_of - max(self.period_start, self.created_at)
+        return 0.0 if elapsed <= 0 else _usd(self.committed_nano) * 3600.0 / elapsed
+
+    @property
+    def projected_exhaustion(self) -> float | None:
+        """When the budget runs out at `burn_usd_per_hour` (epoch seconds; `as_of` when it has), or
+        None when it will not before the period ends (or nothing was spent yet)."""
+        left = to_nano(self.spec.amount_usd) - self.committed_nano - self.reserved_nano
+        if left <= 0:
+            return self.as_of
+        rate = self.burn_usd_per_hour
+        if rate <= 0:
+            return None
+        at = self.as_of + _usd(left) / rate * 3600.0
+        return None if self.period_end is not None and at >= self.period_end else at
+
     def as_json(self) -> dict[str, Any]:
         """The API's shape of the view."""
         s = self.spec
+        exhausted = self.projected_exhaustion
         return {
             "id": s.budget_id,
             "amount_usd": s.amount_usd,
@@ -305,6 +328,8 @@ class BudgetView:
             "reservations_open": self.reservations_open,
             "reservations_expired": self.reservations_expired,
             "updated_at": _rfc3339(self.updated_at),
+            "burn_usd_per_hour": self.burn_usd_per_hour,
+            "projected_exhaustion_at": None if exhausted is None else _rfc3339(exhausted),
         }
 
 
@@ -441,7 +466,7 @@ class BudgetLedger:
             row = conn.execute(sa.select(budgets).where(budgets.c.budget_id == budget_id)).mappings().first()
             if row is None or (tenant_id is not None and row["tenant_id"] != tenant_id):
                 raise BudgetNotFound(budget_id)
-            return self._view(conn, _spec(row), now, float(row["updated_at"]))
+            return self._view(conn, row, now)
 
     def all(self, now: float, tenant_id: str | None = None) -> list[BudgetView]:
         """Every budget (only `tenant_id`'s when given), by id, with its current period."""
@@ -450,9 +475,10 @@ class BudgetLedger:
             if tenant_id is not None:
                 query = query.where(budgets.c.tenant_id == tenant_id)
             rows = list(conn.execute(query).mappings())
-            return [self._view(conn, _spec(row), now, float(row["updated_at"])) for row in rows]
+            return [self._view(conn, row, now) for row in rows]
 
-    def _view(self, conn: sa.Connection, spec: BudgetSpec, now: float, updated_at: float) -> BudgetView:
+    def _view(self, conn: sa.Connection, row: Mapping[Any, Any], now: float) -> BudgetView:
+        spec = _spec(row)
         start, end = period_bounds(spec.period, spec.timezone, now)
         ledger = (
             conn.execute(
@@ -490,7 +516,9 @@ class BudgetLedger:
             reservations_expired=get("expired_count") + int(stale[0]),
             observed_usd=observed,
             observed_requests=requests,
-            updated_at=updated_at,
+            updated_at=float(row["updated_at"]),
+            created_at=float(row["created_at"]),
+            as_of=now,
         )
 
     # -- reservations -----------------------------------------------------------------------------
