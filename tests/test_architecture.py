@@ -20,8 +20,9 @@ ALLOWED: dict[str, set[str]] = {
     "sdk": {"events", "pricing"},
     "exporters": {"events", "sdk"},
     "testing": {"events", "pricing", "sdk", "exporters"},
-    "server": {"events", "pipeline", "store", "pricing", "testing"},
-    "cli": {"events", "pricing", "sdk", "exporters", "server", "pipeline", "store", "testing"},
+    "alerts": {"events", "store", "sdk", "exporters"},
+    "server": {"events", "pipeline", "store", "pricing", "testing", "alerts"},
+    "cli": {"events", "pricing", "sdk", "exporters", "server", "pipeline", "store", "testing", "alerts"},
 }
 
 

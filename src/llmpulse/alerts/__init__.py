@@ -1,0 +1,45 @@
+"""Alerts evaluated on the stream: rules (thresholds, SLO burn rates, anomalies, budget runway),
+their state, and notifications to webhooks, Slack and Alertmanager.
+
+The server loads a rules file (``serve --alerts FILE``), evaluates every rule as windows commit and
+on a timer, keeps each alert's state in the store (so a restart neither re-notifies nor forgets),
+and sends one notification per transition through the exporters' delivery core.
+"""
+
+from __future__ import annotations
+
+from llmpulse.alerts._model import (
+    DEFAULT_BURN_WINDOWS,
+    METRICS,
+    SCOPE_ATTRIBUTES,
+    AlertStatus,
+    Anomaly,
+    BurnWindow,
+    Metric,
+    Notification,
+    Notifier,
+    NotifierKind,
+    Rule,
+    Rules,
+    Runway,
+    Slo,
+    Threshold,
+)
+
+__all__ = [
+    "DEFAULT_BURN_WINDOWS",
+    "METRICS",
+    "SCOPE_ATTRIBUTES",
+    "AlertStatus",
+    "Anomaly",
+    "BurnWindow",
+    "Metric",
+    "Notification",
+    "Notifier",
+    "NotifierKind",
+    "Rule",
+    "Rules",
+    "Runway",
+    "Slo",
+    "Threshold",
+]
