@@ -99,6 +99,29 @@ def price(
     return _price(model, provider, input_tokens, output_tokens, cached, cache_write, reasoning, at)
 
 
+
+def call_cost(call: LLMCall) -> tuple[float | None, str | None]:
+    """(counted cost, source) of a call event under the default estimate policy: a provider's or a
+    sender's genai-prices figure as sent; an estimate (or no source) gives way to genai-prices'
+    figure when genai-prices knows the model; no cost: genai-prices' figure or unknown."""
+    priced = price(
+        call.model,
+        provider=call.provider,
+        input_tokens=call.input_tokens,
+        output_tokens=call.output_tokens,
+        cached=call.cached_input_tokens,
+        cache_write=call.cache_write_tokens,
+        reasoning=call.reasoning_tokens,
+        at=call.timestamp,
+    )
+    if call.cost is None:
+        return priced, None if priced is None else "genai-prices"
+    if call.cost_source in ("provider", "genai-prices"):
+        return call.cost, call.cost_source
+    if priced is not None:
+        return priced, "genai-prices"
+    return call.cost, "estimate"
+
 def _kind(event: Event) -> str:
     return type(event).__name__
 
@@ -185,19 +208,7 @@ def expected_windows(events: Iterable[Event], *, unanswered_are_timeouts: bool =
             w.latencies.append(call.latency_ms)
         if call.ttft_ms is not None:
             w.ttfts.append(call.ttft_ms)
-        cost = call.cost
-        if cost is None:
-            cost = price(
-                call.model,
-                provider=call.provider,
-                input_tokens=call.input_tokens,
-                output_tokens=call.output_tokens,
-                cached=call.cached_input_tokens,
-                cache_write=call.cache_write_tokens,
-                reasoning=call.reasoning_tokens,
-                at=call.timestamp,
-            )
-        add_cost(w, cost)
+        add_cost(w, call_cost(call)[0])
     orphan_responses = sum(1 for rid in responses if rid not in requests)
     return Expected(windows, duplicates, orphan_responses, unanswered)
 
@@ -328,20 +339,7 @@ def expected_calls(
     out: dict[tuple[str, str], dict[str, object]] = {}
     for key, event in claims.items():
         if isinstance(event, LLMCall):
-            cost = event.cost
-            source = (event.cost_source or "estimate") if cost is not None else None
-            if cost is None:
-                cost = price(
-                    event.model,
-                    provider=event.provider,
-                    input_tokens=event.input_tokens,
-                    output_tokens=event.output_tokens,
-                    cached=event.cached_input_tokens,
-                    cache_write=event.cache_write_tokens,
-                    reasoning=event.reasoning_tokens,
-                    at=event.timestamp,
-                )
-                source = None if cost is None else "genai-prices"
+            cost, source = call_cost(event)
             error_type, error_message = _error(event.error)
             failed = event.status == "error" or event.error is not None
             out[key] = {

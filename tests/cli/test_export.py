@@ -41,7 +41,7 @@ T0 = 1_763_546_400.0  # 2025-11-19T10:00:00Z
 FROM, TO = "2025-11-19T00:00:00Z", "2025-11-20T00:00:00Z"
 FORMATS = ["csv", "jsonl", "parquet"]
 _INTS = {"input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens", "reasoning_tokens"}
-_FLOATS = {"latency_ms", "ttft_ms", "cost_usd"}
+_FLOATS = {"latency_ms", "ttft_ms", "cost_usd", "sender_cost_usd"}
 _TIMES = {"started_at", "updated_at"}
 
 

@@ -82,9 +82,11 @@ def _extras() -> tuple[list[Event], list[Event]]:
         call("mixed-1", "tenant-3", cost=9.0),
         response("mixed-1", completion_tokens=7),
         # a call claims its id: a later request is a duplicate and its response joins nothing
-        call("mixed-2", "tenant-3", cost=0.01),  # a cost without a source is an estimate
+        call("mixed-2", "tenant-3", cost=0.01),  # a cost without a source is an estimate: genai-prices'
         request("mixed-2", "tenant-3"),
         response("mixed-2", completion_tokens=70),
+        # an estimate of a model genai-prices does not know counts as sent
+        call("estimate-1", "tenant-3", model=UNKNOWN_MODEL, cost=0.02),
         # a response naming its tenant, a run before its request
         response("named-1", tenant_id="tenant-2", completion_tokens=3, error={"code": 429}),
         # attribution from a StreamLens request's metadata
@@ -270,7 +272,8 @@ def test_the_traffic_has_every_case_the_tests_rely_on() -> None:
     assert ("tenant-1", "shared-1") in EXPECTED
     assert ("tenant-2", "shared-1") in EXPECTED
     assert EXPECTED[("tenant-3", "mixed-1")]["output_tokens"] == 7
-    assert EXPECTED[("tenant-3", "mixed-2")]["cost_source"] == "estimate"
+    assert EXPECTED[("tenant-3", "mixed-2")]["cost_source"] == "genai-prices"
+    assert EXPECTED[("tenant-3", "estimate-1")]["cost_source"] == "estimate"
     assert EXPECTED[("tenant-2", "named-1")]["error_type"] == "429"
     assert EXPECTED[("tenant-1", "meta-1")]["user_id"] == "meta-user"
     # requests of the first run answered in the second (timeouts, then corrected)
