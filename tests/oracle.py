@@ -99,7 +99,6 @@ def price(
     return _price(model, provider, input_tokens, output_tokens, cached, cache_write, reasoning, at)
 
 
-
 def call_cost(call: LLMCall) -> tuple[float | None, str | None]:
     """(counted cost, source) of a call event under the default estimate policy: a provider's or a
     sender's genai-prices figure as sent; an estimate (or no source) gives way to genai-prices'
@@ -121,6 +120,7 @@ def call_cost(call: LLMCall) -> tuple[float | None, str | None]:
     if priced is not None:
         return priced, "genai-prices"
     return call.cost, "estimate"
+
 
 def _kind(event: Event) -> str:
     return type(event).__name__
