@@ -25,6 +25,7 @@ from llmpulse.alerts._model import (
     Slo,
     Threshold,
 )
+from llmpulse.alerts._rules import load_rules, parse_duration, parse_rules
 
 __all__ = [
     "DEFAULT_BURN_WINDOWS",
@@ -42,4 +43,7 @@ __all__ = [
     "Runway",
     "Slo",
     "Threshold",
+    "load_rules",
+    "parse_duration",
+    "parse_rules",
 ]
