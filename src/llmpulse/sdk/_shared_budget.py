@@ -57,6 +57,9 @@ logger = logging.getLogger("llmpulse.sdk.budget")
 SETTLE_RETRY: Final = RetryPolicy(
     max_attempts=6, initial_backoff_s=0.2, max_backoff_s=5.0, max_elapsed_s=60.0
 )
+#: Most threads sending one budget's settles at once (each reservation has one settle; their order
+#: does not matter), so commits keep up with many concurrent calls and free budget soon.
+SETTLE_THREADS: Final = 4
 #: The longest the `atexit` hook waits for settles still queued.
 EXIT_FLUSH_S: Final = 5.0
 _COUNTERS: Final = (
@@ -335,7 +338,8 @@ class SharedBudget:
         self._cond = threading.Condition(threading.Lock())
         self._stop = threading.Event()
         self._give_up_at: float | None = None  # set by close(): retries waiting past it are given up
-        self._worker: threading.Thread | None = None
+        self._workers: list[threading.Thread] = []
+        self._idle = 0
         self._closed = False
 
     def __repr__(self) -> str:
@@ -655,11 +659,12 @@ class SharedBudget:
         with self._cond:
             self._queue.append(op)
             self._pending += 1
-            if self._worker is None or not self._worker.is_alive():
-                self._worker = threading.Thread(
+            if self._idle < len(self._queue) and len(self._workers) < SETTLE_THREADS:
+                worker = threading.Thread(
                     target=self._run, name=f"llmpulse-budget-{self.budget_id}", daemon=True
                 )
-                self._worker.start()
+                self._workers.append(worker)
+                worker.start()
             self._cond.notify()
 
     def _run(self) -> None:
@@ -668,8 +673,11 @@ class SharedBudget:
             with cond:
                 while not self._queue:
                     if self._closed:
+                        self._workers.remove(threading.current_thread())
                         return
+                    self._idle += 1
                     cond.wait()
+                    self._idle -= 1
                 op = self._queue.popleft()
             try:
                 op()
