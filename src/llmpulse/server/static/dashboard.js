@@ -252,6 +252,8 @@
       // spenders and calls need a tenant: the page's, or an API key's (known after the first answer)
       let perTenant = state.tenant || keyTenant ? loadPerTenant() : null;
       perTenant?.catch(() => {}); // a failure is reported through the other answers' failure
+      const budgetsLoad = loadBudgets(); // budgets: see the "budgets" section
+      budgetsLoad.catch(() => {});
       const [dims, series, byModel, byRoute, recent] = await Promise.all([
         api("/v1/metrics/dimensions", { tenant_id: state.tenant, ...rangeParams() }),
         api("/v1/metrics/timeseries", scope),
@@ -267,6 +269,7 @@
       keyTenant = state.tenant ? keyTenant : dims.tenant_id || "";
       if (!perTenant && keyTenant) perTenant = loadPerTenant();
       const [spenders, calls] = perTenant ? await perTenant : [null, null];
+      const budgets = await budgetsLoad;
       if (gen !== generation) return;
       showDashboard();
       renderFilters(dims);
@@ -279,6 +282,7 @@
       renderAttrFilters();
       renderSpenders(spenders);
       renderCalls(calls);
+      renderBudgets(budgets);
       $("#load-error").hidden = true;
       setLive(true, `Live · updated ${timeFormat.format(new Date())}`);
     } catch (error) {
@@ -825,6 +829,131 @@
     link.remove();
     setTimeout(() => URL.revokeObjectURL(link.href), 10000);
   });
+
+  // ---------------------------------------------------------------- budgets (GET /v1/budgets)
+  //
+  // The shared budgets of the tenant in view (the page's tenant, or the API key's; every budget with
+  // "All tenants"), each with its current period's ledger as the server answers it: a bar of what is
+  // committed and reserved against the amount, what remains, the spend the call records observed
+  // beside the ledger's committed, the burn rate and the server's projected exhaustion. Everything
+  // shown is the server's figure; the page computes only the bar's widths.
+
+  const exhaustFormat = new Intl.DateTimeFormat(undefined, {
+    year: "numeric",
+    month: "short",
+    day: "numeric",
+    hour: "2-digit",
+    minute: "2-digit",
+  });
+  const PERIOD_NAMES = { day: "Day", week: "Week", month: "Month", total: "Total" };
+  const SCOPE_NAMES = { user_id: "user", org_id: "org", feature: "feature", environment: "environment" };
+
+  // /v1/budgets, or {error} when it fails (the rest of the page still shows)
+  function loadBudgets() {
+    return soft(api("/v1/budgets"));
+  }
+
+  function budgetScope(budget, withTenant) {
+    const scope = budget.scope || {};
+    const parts = withTenant ? [`tenant ${scope.tenant_id}`] : [];
+    for (const [name, label] of Object.entries(SCOPE_NAMES)) if (scope[name]) parts.push(`${label} ${scope[name]}`);
+    return parts.length ? parts.join(" · ") : "the whole tenant";
+  }
+
+  // when the budget runs out at its burn rate, as text
+  function exhaustionText(budget) {
+    if (isNum(budget.remaining_usd) && budget.remaining_usd <= 0) return "exhausted";
+    if (!budget.projected_exhaustion_at) return budget.period === "total" ? "not at this rate" : "not this period";
+    return exhaustFormat.format(new Date(budget.projected_exhaustion_at));
+  }
+
+  const share = (part, whole) => (isNum(part) && isNum(whole) && whole > 0 ? Math.max(0, part / whole) : 0);
+
+  function budgetRow(budget, withTenant) {
+    const tr = document.createElement("tr");
+    tr.dataset.id = budget.id;
+    for (const name of ["amount_usd", "committed_usd", "reserved_usd", "remaining_usd", "observed_usd", "burn_usd_per_hour"]) {
+      tr.dataset[name.replace(/_(\w)/g, (_, c) => c.toUpperCase())] = isNum(budget[name]) ? String(budget[name]) : "";
+    }
+    tr.dataset.exhaustion = budget.projected_exhaustion_at || "";
+    tr.dataset.hard = String(Boolean(budget.hard));
+    tr.dataset.period = budget.period;
+
+    const name = cell(tr, "", "name b-id");
+    const id = document.createElement("strong");
+    id.textContent = budget.id;
+    const scope = document.createElement("span");
+    scope.className = "sub b-scope";
+    scope.textContent = budgetScope(budget, withTenant);
+    name.append(id, scope);
+
+    const period = cell(tr, "", "b-period");
+    const periodName = document.createElement("span");
+    periodName.textContent = budget.period === "total" ? "Total" : `${PERIOD_NAMES[budget.period] || budget.period} · ${budget.timezone}`;
+    period.appendChild(periodName);
+    if (budget.period_end) {
+      const until = document.createElement("span");
+      until.className = "sub";
+      until.textContent = `until ${exhaustFormat.format(new Date(budget.period_end))}`;
+      period.appendChild(until);
+    }
+
+    const mode = cell(tr, "", "b-mode");
+    const pill = document.createElement("span");
+    pill.className = `status ${budget.hard ? "status-hard" : "status-soft"}`;
+    pill.textContent = budget.hard ? "hard" : "soft";
+    pill.title = budget.hard ? "refuses reservations that do not fit" : "records reservations past the amount";
+    mode.appendChild(pill);
+
+    const burn = cell(tr, "", "b-burn");
+    const used = share((budget.committed_usd || 0) + (budget.reserved_usd || 0), budget.amount_usd);
+    const bar = document.createElement("span");
+    bar.className = "bar budget-bar";
+    bar.classList.toggle("over", used >= 1);
+    const committed = document.createElement("span");
+    committed.className = "committed";
+    const committedShare = Math.min(1, share(budget.committed_usd, budget.amount_usd));
+    committed.style.width = `${committedShare * 100}%`;
+    const reserved = document.createElement("span");
+    reserved.className = "reserved";
+    reserved.style.width = `${Math.min(1 - committedShare, share(budget.reserved_usd, budget.amount_usd)) * 100}%`;
+    bar.append(committed, reserved);
+    const text = document.createElement("span");
+    text.className = "sub b-burn-text";
+    text.textContent = `${fmtUsd(budget.committed_usd)} + ${fmtUsd(budget.reserved_usd)} reserved of ${fmtUsd(budget.amount_usd)} (${fmtPercent(used)})`;
+    burn.append(bar, text);
+
+    cell(tr, fmtUsd(budget.remaining_usd), "num b-remaining");
+    const ledger = cell(tr, fmtUsd(budget.committed_usd), "num b-committed");
+    if (budget.overrun_usd > 0) ledger.title = `${fmtUsd(budget.overrun_usd)} over the estimates`;
+    const observed = cell(tr, "", "num b-observed");
+    const observedValue = document.createElement("span");
+    observedValue.textContent = fmtUsd(budget.observed_usd);
+    const calls = document.createElement("span");
+    calls.className = "sub";
+    calls.textContent = `${fmtCount(budget.observed_requests)} calls`;
+    observed.append(observedValue, calls);
+    cell(tr, `${fmtUsd(budget.burn_usd_per_hour)}/h`, "num b-rate");
+    const runsOut = cell(tr, exhaustionText(budget), "b-exhaustion", budget.projected_exhaustion_at || "");
+    runsOut.classList.toggle("soon", Boolean(budget.projected_exhaustion_at) || budget.remaining_usd <= 0);
+    return tr;
+  }
+
+  function renderBudgets(answer) {
+    const table = $("#budgets-table");
+    const empty = $("#budgets-empty");
+    const error = $("#budgets-error");
+    const failed = Boolean(answer && answer.error);
+    error.hidden = !failed;
+    error.textContent = failed ? `Could not load the budgets: ${answer.error}` : "";
+    const tenant = state.tenant || keyTenant;
+    const budgets = failed || !answer ? [] : answer.budgets.filter((b) => !tenant || (b.scope && b.scope.tenant_id === tenant));
+    table.dataset.tenant = tenant;
+    table.hidden = failed || !budgets.length;
+    empty.hidden = failed || Boolean(budgets.length);
+    empty.textContent = `No budgets${tenant ? ` for tenant ${tenant}` : ""}. Create one with \`llmpulse budgets set\` or PUT /v1/budgets/{id}.`;
+    table.querySelector("tbody").replaceChildren(...budgets.map((b) => budgetRow(b, !tenant)));
+  }
 
   // ---------------------------------------------------------------- charts (uPlot)
 
