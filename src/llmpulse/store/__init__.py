@@ -27,6 +27,7 @@ longer keeps in small batches, and `RetentionPruner` does so every interval on a
 
 from __future__ import annotations
 
+from llmpulse.store._alerts import AlertState, AlertStore, AlertTransition
 from llmpulse.store._budgets import (
     PERIODS,
     SCOPE_ATTRIBUTES,
@@ -47,6 +48,7 @@ from llmpulse.store._calls import (
     CallFilter,
     CallOrder,
     CostOrder,
+    call_delta,
     call_row,
     calls_page,
     check_group_by,
@@ -100,6 +102,9 @@ __all__ = [
     "ROLL_SETTLE_S",
     "SCOPE_ATTRIBUTES",
     "WINDOW_SECONDS",
+    "AlertState",
+    "AlertStore",
+    "AlertTransition",
     "ApiKey",
     "ApiKeys",
     "BudgetLedger",
@@ -143,6 +148,7 @@ __all__ = [
     "WindowDelta",
     "WindowKey",
     "bucket_of",
+    "call_delta",
     "call_row",
     "calls_page",
     "check_group_by",

@@ -40,7 +40,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from llmpulse.store._engine import sqlite_sort_runs
-from llmpulse.store._model import CALL_FIELDS, WINDOW_SECONDS
+from llmpulse.store._histogram import add
+from llmpulse.store._model import CALL_FIELDS, WINDOW_SECONDS, WindowDelta
 from llmpulse.store._query import epoch_bound, rfc3339
 from llmpulse.store._store import Store
 from llmpulse.store._tables import calls
@@ -610,3 +611,55 @@ def _total(rows: list[Any]) -> dict[str, Any]:
     out["first_call_at"] = min(firsts) if firsts else None
     out["last_call_at"] = max(lasts) if lasts else None
     return out
+
+
+# -- figures of a set of calls ---------------------------------------------------------------------
+
+
+def call_delta(store: Store, flt: CallFilter) -> WindowDelta:
+    """The filter's calls added up as a window's figures (requests, errors, tokens, cost, latency
+    and time-to-first-token histograms): what the minute windows would hold for calls selected by
+    attributes the windows do not have (user, organisation, feature, environment). Reads one row
+    per call, so keep the range short. Blocks.
+
+    Raises:
+        StoreError: the database could not be read.
+    """
+    c = calls.c
+    query = sa.select(
+        c.status,
+        c.latency_ms,
+        c.ttft_ms,
+        c.input_tokens,
+        c.output_tokens,
+        c.cached_input_tokens,
+        c.cache_write_tokens,
+        c.reasoning_tokens,
+        c.cost_usd,
+    ).where(*_conditions(flt))
+    delta = WindowDelta()
+    with store._reading("adding up calls") as conn:
+        for status, latency, ttft, inp, out, cached, written, reasoning, cost in conn.execute(query):
+            delta.requests += 1
+            if status in ERROR_STATUSES:
+                delta.errors += 1
+            if status == "timeout":
+                delta.timeouts += 1
+            delta.prompt_tokens += int(inp)
+            delta.completion_tokens += int(out)
+            delta.cached_input_tokens += int(cached)
+            delta.cache_write_tokens += int(written)
+            delta.reasoning_tokens += int(reasoning)
+            if cost is None:
+                delta.cost_unknown += 1
+            else:
+                delta.cost_usd += float(cost)
+            if latency is not None:
+                delta.latency_count += 1
+                delta.latency_sum_ms += float(latency)
+                add(delta.latency_hist, float(latency))
+            if ttft is not None:
+                delta.ttft_count += 1
+                delta.ttft_sum_ms += float(ttft)
+                add(delta.ttft_hist, float(ttft))
+    return delta

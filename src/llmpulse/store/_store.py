@@ -17,6 +17,7 @@ from typing import Any, Final
 
 import sqlalchemy as sa
 
+from llmpulse.store._alerts import AlertStore
 from llmpulse.store._budgets import BudgetLedger
 from llmpulse.store._commit import CheckpointWriter, _chunks, written_window
 from llmpulse.store._engine import create_engine_for, migrate, translate_errors, write_transaction
@@ -128,6 +129,7 @@ class Store:
         self._writer = CheckpointWriter(engine.dialect)
         self._keys = ApiKeys(engine, self._serial)
         self._budgets = BudgetLedger(engine, self._serial, self._write_lock)
+        self._alerts = AlertStore(engine, self._serial, self._write_lock)
         self._windows_written = 0
 
     @classmethod
@@ -158,6 +160,11 @@ class Store:
     def engine(self) -> sa.Engine:
         """The SQLAlchemy engine (for tests and tools; prefer the methods)."""
         return self._engine
+
+    @property
+    def alerts(self) -> AlertStore:
+        """Alert states, their history and the evaluator's lease. Its methods block."""
+        return self._alerts
 
     @property
     def budgets(self) -> BudgetLedger:
