@@ -18,6 +18,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from llmpulse.events import Event, LLMCall
 from llmpulse.server import create_app
+from llmpulse.store import Store
 from tests.browser.conftest import Watched, feed, settings_for
 from tests.server.live_server import live_server
 
@@ -291,3 +292,32 @@ def test_a_tenant_without_budgets_gets_one_line_saying_so(server: Budgeted, cont
     assert page.locator("#budgets-table tbody tr").count() == 0
     assert watched.console_errors == []
     assert watched.page_errors == []
+
+
+def test_with_an_api_key_the_panel_shows_the_keys_tenant_only(browser: Browser, tmp_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    with Store.open(settings.db_url) as store:
+        acme = store.keys.create("acme")[1]
+        globex = store.keys.create("globex")[1]
+    with live_server(create_app(settings)) as url:
+        for key, budget_id, amount in ((acme, "a", 3.0), (globex, "g", 4.0)):
+            answer = httpx.put(
+                f"{url}/v1/budgets/{budget_id}",
+                json={"amount_usd": amount, "period": "total"},
+                headers={"Authorization": f"Bearer {key}"},
+                timeout=10,
+            )
+            assert answer.status_code == 200, answer.text
+        context = browser.new_context(locale="en-US", timezone_id="UTC")
+        watched = Watched()
+        page = watched.attach(context.new_page())
+        page.goto(f"{url}/")
+        page.get_by_label("API key", exact=True).fill(acme)
+        page.get_by_role("button", name="Open dashboard").click()
+        expect(page.locator("#budgets-table tbody tr")).to_have_count(1, timeout=WITHIN_MS)
+        row = _rows(page)["a"]
+        assert row["scope"] == "the whole tenant"  # the key's tenant is the page's: not named
+        assert row["remaining"] == "$3.00"
+        assert row["exhaustion"] == "not at this rate"
+        context.close()
+        assert watched.page_errors == []
