@@ -288,7 +288,8 @@ def _is_name(value: object) -> bool:
 
 
 def _show(value: object) -> str:
-    return json.dumps(value) if isinstance(value, str) else repr(value)
+    """`value` as the file would spell it: strings quoted, ``true``/``false``/``null`` as in YAML."""
+    return json.dumps(value) if isinstance(value, str | bool) or value is None else repr(value)
 
 
 class _FieldError(ValueError):
@@ -347,7 +348,9 @@ def _string(value: object) -> str:
 
 def _name(value: object) -> str:
     if not _is_name(value):
-        raise ValueError(f"must be 1 to {MAX_NAME_LEN} letters, digits and ._:-, got {_show(value)}")
+        raise ValueError(
+            f"must be 1 to {MAX_NAME_LEN} characters of letters, digits and ._:-, got {_show(value)}"
+        )
     return cast(str, value)
 
 
@@ -601,6 +604,7 @@ def _anomaly(value: object) -> Anomaly:
     section = _Section(value, "anomaly", ("metric", "window", "baseline", "factor", "min_requests"))
     window_s = section.read("window", _duration(gt=0, le=_DAY))
     baseline_s = section.read("baseline", _duration(gt=0, le=28 * _DAY))
+    # whole days from 1d make the baseline at least the window (at most 1d) without a check of its own
     if baseline_s % _DAY or baseline_s < _DAY:
         raise section.error("baseline", "must be a whole number of days from 1d to 28d")
     return Anomaly(
