@@ -196,8 +196,8 @@ def alertmanager_body(notifications: Iterable[Notification]) -> bytes:
 
 class NotifierStats(TypedDict):
     """One notifier's counters: notifications `sent`, `failed` (given up: a permanent answer or the
-    retry deadline), `dropped` (queue full, or unsent at `close`), `retried` (retry attempts),
-    `queued` (waiting or in flight) and the `last_error` text."""
+    retry deadline), `dropped` (queue full, or unsent at `close`), `queued` (waiting or in flight);
+    `retried` counts failed attempts followed by a retry; `last_error` is the last failure's text."""
 
     sent: int
     failed: int
@@ -382,7 +382,8 @@ class Dispatcher:
 
         Retries still run while they can start before the deadline; those that cannot give up at
         once. Notifications left at the deadline, and those submitted later, are dropped (counted).
-        True when everything queued was settled (sent or failed) in time. Never raises.
+        True when everything queued was settled in time (sent, or failed for good) and nothing was
+        dropped for lack of time. Later calls return False at once. Never raises.
         """
         try:
             with self._lock:
@@ -391,12 +392,16 @@ class Dispatcher:
                 self._closed = True
                 if timeout is not None:
                     self._deadline = self._clock() + max(0.0, timeout)
+            dropped_before = {}
+            for name, channel in self._channels.items():
+                with channel.cond:
+                    dropped_before[name] = channel.stats["dropped"]
+                    channel.cond.notify_all()
             self._stop.set()
             until = None if timeout is None else time.monotonic() + max(0.0, timeout)
             done = True
-            for channel in self._channels.values():
+            for name, channel in self._channels.items():
                 with channel.cond:
-                    channel.cond.notify_all()
                     thread = channel.thread
                 if thread is not None:
                     thread.join(None if until is None else max(0.0, until - time.monotonic()))
@@ -405,7 +410,8 @@ class Dispatcher:
                     left = len(channel.queue)
                     channel.queue.clear()
                     channel.stats["dropped"] += left
-                    done = done and not left and not channel.in_flight
+                    lost = channel.stats["dropped"] > dropped_before[name]
+                    done = done and not lost and not channel.in_flight
                 if channel.thread is None or not channel.thread.is_alive():
                     channel.client.close()
             return done
@@ -443,6 +449,9 @@ class Dispatcher:
         body, headers = channel.encode(batch)
 
         def on_failure(exc: Exception, will_retry: bool) -> None:
+            if will_retry:  # counted now, not when the batch settles: a long retry shows at once
+                with channel.cond:
+                    channel.stats["retried"] += 1
             self._note(channel, f"{exc}" + ("; retrying" if will_retry else "; giving up"))
 
         outcome = call_with_retry(
@@ -456,7 +465,6 @@ class Dispatcher:
         )
         with channel.cond:
             stats = channel.stats
-            stats["retried"] += outcome.retries
             if outcome.gave_up is None:
                 stats["sent"] += len(batch)
             elif outcome.gave_up == SHUTDOWN:
