@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Installs the system programs the test suite talks to, when they are missing: rsyslog (with its TLS
 # driver) receives the syslog exporter's messages, promtool (Debian's prometheus package) checks the
-# Prometheus exposition, chromium runs the dashboard's browser tests, and Postgres's server binaries
-# (initdb, pg_ctl) let the tests start their own server where none runs on 127.0.0.1:5432. Needs root and apt-get;
+# Prometheus exposition, chromium runs the dashboard's browser tests, Postgres's server binaries
+# (initdb, pg_ctl) let the tests start their own server where none runs on 127.0.0.1:5432, and
+# prometheus-alertmanager receives the alert notifications' tests. Needs root and apt-get;
 # elsewhere it says what to install and goes on (those tests then fail naming the missing program).
 set -euo pipefail
 need=()
 command -v rsyslogd >/dev/null 2>&1 || need+=(rsyslog)
 compgen -G "/usr/lib/*/rsyslog/lmnsd_gtls.so" >/dev/null || need+=(rsyslog-gnutls)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null 2>&1 || need+=(postgresql)
