@@ -344,18 +344,23 @@ class Dispatcher:
                 channel.queue.popleft()
                 dropped += 1
             channel.queue.append(notification)
-            if dropped:
-                channel.stats["dropped"] += dropped
-                self._report(channel, f"queue full (max_queue={self._max_queue}): dropped the oldest")
+            channel.stats["dropped"] += dropped
             if channel.thread is None:
-                channel.thread = threading.Thread(
+                thread = threading.Thread(
                     target=self._run,
                     args=(channel,),
                     name=f"llmpulse-notify-{channel.notifier.name}",
                     daemon=True,
                 )
-                channel.thread.start()
+                try:
+                    thread.start()
+                except RuntimeError as exc:  # no more threads: keep it queued, try on the next submit
+                    channel.stats["last_error"] = f"cannot start the notification worker: {exc}"
+                else:
+                    channel.thread = thread
             channel.cond.notify()
+        if dropped:
+            self._report(channel, f"queue full (max_queue={self._max_queue}): dropped the oldest")
 
     def _count_unknown(self, name: str) -> None:
         with self._lock:
