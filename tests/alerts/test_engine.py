@@ -359,3 +359,25 @@ def test_poked_tenants_only_judge_their_rules(store: Store) -> None:
     result = ev.run_once(tenants=["beta"])
     assert result.evaluated == 1
     assert [n.rule for n in sink.sent] == ["beta"]
+
+
+def test_a_firing_alert_is_sent_again_to_alertmanager_every_minute(store: Store) -> None:
+    from llmpulse.alerts import Notifier
+
+    notifiers = {
+        "am": Notifier("am", "alertmanager", "http://127.0.0.1:9"),
+        "hook": Notifier("hook", "webhook", "http://127.0.0.1:9"),
+    }
+    rule = Rule("cost-spike", T, threshold=Threshold("cost_usd", 3600, above=1.0), notify=("am", "hook"))
+    put(store, {key(minute(0)): make_delta(requests=1, cost_usd=5.0)})
+    clock, sink = Clock(), Sink()
+    ev = Evaluator(store, Rules(notifiers=notifiers, rules=(rule,)), sink, clock=clock)
+    ev.run_once()
+    clock.now += 30
+    ev.run_once()
+    assert [n.notify for n in sink.sent] == [("am", "hook")]
+    clock.now += 31
+    ev.run_once()
+    assert [n.notify for n in sink.sent] == [("am", "hook"), ("am",)]  # a resend: Alertmanager only
+    assert sink.sent[1].starts_at == NOW
+    assert [h.status for h in store.alerts.history(T)] == ["firing"]  # not a transition

@@ -8,6 +8,8 @@ and sends one notification per transition through the exporters' delivery core.
 
 from __future__ import annotations
 
+from llmpulse.alerts._engine import Evaluation, FigureSource, Verdict, step
+from llmpulse.alerts._evaluator import Evaluator, PassResult, StoreSource
 from llmpulse.alerts._model import (
     DEFAULT_BURN_WINDOWS,
     METRICS,
@@ -25,6 +27,7 @@ from llmpulse.alerts._model import (
     Slo,
     Threshold,
 )
+from llmpulse.alerts._notify import Dispatcher, signature
 from llmpulse.alerts._rules import load_rules, parse_duration, parse_rules
 
 __all__ = [
@@ -34,16 +37,25 @@ __all__ = [
     "AlertStatus",
     "Anomaly",
     "BurnWindow",
+    "Dispatcher",
+    "Evaluation",
+    "Evaluator",
+    "FigureSource",
     "Metric",
     "Notification",
     "Notifier",
     "NotifierKind",
+    "PassResult",
     "Rule",
     "Rules",
     "Runway",
     "Slo",
+    "StoreSource",
     "Threshold",
+    "Verdict",
     "load_rules",
     "parse_duration",
     "parse_rules",
+    "signature",
+    "step",
 ]

@@ -12,6 +12,11 @@ not hold it skips the pass. A server that stops releases it; one that dies loses
 and the next server to pass takes over with the states the store holds, so nothing is notified
 twice and nothing is forgotten.
 
+**Alertmanager.** Alertmanager resolves an alert it has not heard of for its ``resolve_timeout``
+(5 minutes by default), so, as Prometheus does, a firing alert is sent again to the Alertmanager
+notifiers of its rule every `ALERTMANAGER_RESEND_S` (these resends are not transitions: no history
+row, no webhook).
+
 **Order.** A pass writes the new states and the transitions to the store first, then submits the
 notifications: a crash between the two loses those notifications rather than sending them twice.
 """
@@ -29,7 +34,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from llmpulse.alerts._engine import Evaluation, step
-from llmpulse.alerts._model import WINDOW_SCOPE, Notification, Rules
+from llmpulse.alerts._model import WINDOW_SCOPE, Notification, Rule, Rules
 from llmpulse.store import (
     AlertState,
     AlertTransition,
@@ -44,6 +49,8 @@ from llmpulse.store import (
 _log = logging.getLogger("llmpulse.alerts")
 
 LEASE_NAME = "alerts"
+#: How often a firing alert is sent again to Alertmanager (Prometheus' default resend delay).
+ALERTMANAGER_RESEND_S = 60.0
 
 
 class Sink(Protocol):
@@ -104,6 +111,11 @@ class PassResult:
     seconds: float
 
 
+def evaluation_rules(rules: Rules, tenants: set[str] | None) -> list[Rule]:
+    """The rules a pass judges: all, or only `tenants`' ones."""
+    return [r for r in rules.rules if tenants is None or r.tenant_id in tenants]
+
+
 class Evaluator:
     """Judges rules and keeps their alerts. `run_once` is one pass (tests call it with their clock);
     `start` runs passes on a thread. Thread-safe."""
@@ -140,6 +152,7 @@ class Evaluator:
         self._thread: threading.Thread | None = None
         self._states: dict[str, AlertState] | None = None
         self._leader = False
+        self._resent: dict[str, float] = {}
         self.passes = 0
         self.errors = 0
         self.last_pass: PassResult | None = None
@@ -198,9 +211,7 @@ class Evaluator:
         notes: list[Notification] = []
         failed: list[str] = []
         judged = 0
-        for rule in rules.rules:
-            if wanted is not None and rule.tenant_id not in wanted:
-                continue
+        for rule in evaluation_rules(rules, wanted):
             try:
                 verdict = evaluation.verdict(rule)
             except (StoreError, ValueError) as exc:
@@ -223,10 +234,48 @@ class Evaluator:
                 self._states[s.rule] = s
         for note in notes:
             self.sink.submit(note)
+        for note in self._resends(rules, evaluation_rules(rules, wanted), notes, now):
+            self.sink.submit(note)
         self.passes += 1
         result = PassResult(True, judged, tuple(notes), tuple(failed), time.perf_counter() - started)
         self.last_pass = result
         return result
+
+    def _resends(
+        self, rules: Rules, judged: list[Rule], sent: list[Notification], now: float
+    ) -> list[Notification]:
+        """Firing alerts to send again to their rules' Alertmanager notifiers."""
+        assert self._states is not None
+        for note in sent:
+            self._resent[note.rule] = now
+        out: list[Notification] = []
+        for rule in judged:
+            managers = tuple(
+                n for n in rule.notify if n in rules.notifiers and rules.notifiers[n].kind == "alertmanager"
+            )
+            state = self._states.get(rule.name)
+            if not managers or state is None or state.status != "firing":
+                continue
+            last = self._resent.get(rule.name, state.notified_at or now)
+            if now - last < ALERTMANAGER_RESEND_S:
+                continue
+            self._resent[rule.name] = now
+            out.append(
+                Notification(
+                    rule=rule.name,
+                    tenant_id=rule.tenant_id,
+                    status="firing",
+                    labels=rule.alert_labels(),
+                    annotations=dict(rule.annotations),
+                    value=state.value,
+                    starts_at=state.fired_at if state.fired_at is not None else state.since,
+                    ends_at=None,
+                    summary=f"{rule.name}: {state.summary or ''}",
+                    details={"kind": rule.kind, "resend": True},
+                    notify=managers,
+                )
+            )
+        return out
 
     def states(self) -> dict[str, AlertState]:
         """The states as this evaluator last saw them (read from the store when it holds none)."""

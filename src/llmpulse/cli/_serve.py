@@ -22,6 +22,7 @@ import dataclasses
 import sys
 from typing import Any, Final
 
+from llmpulse.alerts import load_rules
 from llmpulse.cli._common import Subcommands, non_negative_float, positive_int
 from llmpulse.server import ServerSettings
 from llmpulse.server import run as run_server
@@ -125,6 +126,11 @@ def add_parser(sub: Subcommands) -> None:
         metavar="FILE",
         help="shared budgets to create or replace at start: a YAML file (env LLMPULSE_BUDGETS_FILE)",
     )
+    parser.add_argument(
+        "--alerts",
+        metavar="FILE",
+        help="alert rules and notifiers, a YAML file read again on SIGHUP (env LLMPULSE_ALERTS_FILE)",
+    )
     _add_retention_flags(parser)
     parser.set_defaults(func=run, parser=parser)
 
@@ -209,6 +215,8 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         log_sync=args.log_sync,
         insecure=args.insecure,
         budgets=None if args.budgets is None else load_budgets(args.budgets),
+        alerts=None if args.alerts is None else load_rules(args.alerts),
+        alerts_file=args.alerts,
     )
     if args.max_event_age is not None:
         limits = dataclasses.replace(settings.limits, max_past_s=args.max_event_age)

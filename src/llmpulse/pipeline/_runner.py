@@ -101,6 +101,8 @@ class ProcessorRunner:
         checkpoint_interval_s: the longest time between commits while events flow.
         max_records: records read from the log per partition per step.
         clock: wall clock in epoch seconds (tests pass a fake one).
+        on_commit: called after each commit with the tenants whose windows or call records it wrote
+            (the alert evaluator's wake-up); it must not block, and its errors are logged, not raised.
     """
 
     def __init__(
@@ -114,6 +116,7 @@ class ProcessorRunner:
         checkpoint_interval_s: float = 0.25,
         max_records: int = 100,
         clock: Callable[[], float] = time.time,
+        on_commit: Callable[[frozenset[str]], None] | None = None,
     ) -> None:
         if checkpoint_interval_s <= 0:
             raise ValueError(f"checkpoint_interval_s must be positive, got {checkpoint_interval_s!r}")
@@ -127,6 +130,7 @@ class ProcessorRunner:
         self._interval = checkpoint_interval_s
         self._max_records = max_records
         self._clock = clock
+        self._on_commit = on_commit
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._core: ProcessorCore | None = None
@@ -208,6 +212,12 @@ class ProcessorRunner:
         core.expire(now)
         checkpoint = core.checkpoint(self._consumer, dict(self._offsets), now)
         self._store.commit(checkpoint)
+        if self._on_commit is not None and (checkpoint.windows or checkpoint.calls):
+            tenants = frozenset(k.tenant_id for k in checkpoint.windows) | {t for t, _ in checkpoint.calls}
+            try:
+                self._on_commit(tenants)
+            except Exception:  # a listener's bug must not stop the processor
+                _log.exception("processor: the commit listener failed")
         self._committed = dict(self._offsets)
         self._checkpoints += 1
         self._last_commit_at = now

@@ -35,6 +35,8 @@ from starlette.types import Message, Receive, Scope, Send
 from llmpulse._version import __version__
 from llmpulse.events import Event, LLMCall, LLMRequest, LLMResponse
 from llmpulse.pipeline import EventLog, ProcessorConfig, ProcessorRunner, SQLiteEventLog
+from llmpulse.server._alerts_api import alerts_runtime
+from llmpulse.server._alerts_api import router as alerts_api_router
 from llmpulse.server._auth import Gate, document_security, is_loopback
 from llmpulse.server._budgets_api import router as budgets_api_router
 from llmpulse.server._calls_api import router as calls_api_router
@@ -214,6 +216,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             pruner.start()
             stack.push_async_callback(_in_thread, pruner.stop)
             state.pruner = pruner
+        state.alerts = await stack.enter_async_context(alerts_runtime(state))
         if settings.run_processor:
             runner = ProcessorRunner(
                 state.log,
@@ -227,6 +230,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
                 consumer="kafka" if settings.broker_url else "embedded",
                 checkpoint_interval_s=settings.checkpoint_interval_s,
                 max_records=1000 if settings.broker_url else 100,  # Kafka: one event a record
+                on_commit=None if state.alerts is None else state.alerts.evaluator.poke,
             )
             await to_thread.run_sync(runner.start)
             stack.push_async_callback(_in_thread, lambda: runner.stop(RUNNER_STOP_TIMEOUT_S))
@@ -298,6 +302,7 @@ def create_app(
     app.include_router(query_router)
     app.include_router(calls_api_router)
     app.include_router(budgets_api_router)
+    app.include_router(alerts_api_router)
     app.include_router(health_router)
     app.include_router(metrics_router)
     app.include_router(dashboard_api_router)

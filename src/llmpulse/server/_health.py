@@ -19,6 +19,9 @@ unknown), the figure ingest's admission uses.
 ``log_kept_by`` names the topics' ``retention.ms``), and ``pruner``: this server's pruner (null when
 ``interval_s`` is 0) with its runs, failures, rows deleted per table since start and the ``last``
 prune: when (``at``), its ``cutoffs``, rows ``deleted`` and the ``oldest_kept`` per table.
+``alerts`` (null without a rules file): the rules loaded, whether this server evaluates them now
+(``leader``), its passes and their errors, the last pass's duration, reloads and their errors, and each
+notifier's counts (sent, failed, retried, dropped, queued, last error).
 """
 
 from __future__ import annotations
@@ -108,6 +111,7 @@ def collect(state: ServerState) -> tuple[bool, dict[str, Any]]:
         "processor": processor,
         "counters": _counters(state),
         "retention": _retention(state),
+        "alerts": state.alerts.health() if state.alerts is not None else None,
     }
     if state.group_lag is not None:
         body["workers"] = {

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
+from llmpulse.alerts import Rules, load_rules
 from llmpulse.events import DEFAULT_ROUTE, DEFAULT_TENANT, Limits, parse_naive_timestamp_tz
 from llmpulse.events._limits import MAX_NAME_LEN
 from llmpulse.pipeline import ESTIMATE_COSTS, EstimateCost
@@ -48,6 +49,8 @@ ENV_KEY_CACHE_S: Final = "LLMPULSE_KEY_CACHE_S"
 ENV_METRICS_PUBLIC: Final = "LLMPULSE_METRICS_PUBLIC"
 ENV_INSECURE: Final = "LLMPULSE_INSECURE"
 ENV_BUDGETS_FILE: Final = "LLMPULSE_BUDGETS_FILE"
+ENV_ALERTS_FILE: Final = "LLMPULSE_ALERTS_FILE"
+ENV_ALERTS_INTERVAL_S: Final = "LLMPULSE_ALERTS_INTERVAL_S"
 
 DEFAULT_DB_URL: Final = "sqlite:///llmpulse.db"
 #: The consumer group of ``llmpulse process`` workers when ``CONSUMER_GROUP`` is unset (the value of
@@ -107,6 +110,11 @@ class ServerSettings:
             checks whether keys were created while none was configured (docs/security.md).
         metrics_public: serve ``/metrics`` without a key even when keys are configured.
         insecure: let ``llmpulse serve`` listen beyond loopback although no API key is configured.
+        alerts, alerts_file: the alert rules in force and the file they come from (``serve --alerts
+            FILE``, ``LLMPULSE_ALERTS_FILE``; read again on SIGHUP); given a file alone, the
+            rules are loaded from it here. None: no alerting.
+        alerts_interval_s: how often every rule is judged besides the processor's commits
+            (``LLMPULSE_ALERTS_INTERVAL_S``, default 10).
         budgets: shared budgets created or replaced at start (``serve --budgets FILE``,
             ``LLMPULSE_BUDGETS_FILE``: `llmpulse.server._budgets_file.load_budgets`).
         retention: how long call records, windows, rollups and consumed log records are kept, and
@@ -145,6 +153,9 @@ class ServerSettings:
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
     estimate_cost: EstimateCost = "genai-prices"
     budgets: tuple[BudgetSpec, ...] = ()
+    alerts: Rules | None = None
+    alerts_file: str | None = None
+    alerts_interval_s: float = 10.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -187,6 +198,10 @@ class ServerSettings:
             raise ValueError("consumer_group must not be empty")
         if not 0 < self.key_cache_s <= 3600:
             raise ValueError(f"key_cache_s must be in (0, 3600], got {self.key_cache_s!r}")
+        if not 0.1 <= self.alerts_interval_s <= 3600:
+            raise ValueError(f"alerts_interval_s must be within [0.1, 3600], got {self.alerts_interval_s!r}")
+        if self.alerts_file is not None and self.alerts is None:
+            object.__setattr__(self, "alerts", load_rules(self.alerts_file))
         if self.estimate_cost not in ESTIMATE_COSTS:
             raise ValueError(f"estimate_cost must be one of {ESTIMATE_COSTS}, got {self.estimate_cost!r}")
         for name in ("otlp_default_tenant", "otlp_default_route"):
@@ -238,6 +253,14 @@ class ServerSettings:
             values["otlp_grpc_port"] = _int(env, ENV_OTLP_GRPC_PORT)
         if ENV_KEY_CACHE_S in env:
             values["key_cache_s"] = _float(env, ENV_KEY_CACHE_S)
+        if env.get(ENV_ALERTS_FILE):
+            try:
+                values["alerts"] = load_rules(env[ENV_ALERTS_FILE])
+            except ValueError as exc:
+                raise ValueError(f"{ENV_ALERTS_FILE}: {exc}") from None
+            values["alerts_file"] = env[ENV_ALERTS_FILE]
+        if ENV_ALERTS_INTERVAL_S in env:
+            values["alerts_interval_s"] = _float(env, ENV_ALERTS_INTERVAL_S)
         if env.get(ENV_BUDGETS_FILE):
             try:
                 values["budgets"] = load_budgets(env[ENV_BUDGETS_FILE])

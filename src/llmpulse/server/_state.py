@@ -14,6 +14,7 @@ from llmpulse.server._settings import ServerSettings
 
 if TYPE_CHECKING:
     from llmpulse.pipeline import EventLog, ProcessorRunner
+    from llmpulse.server._alerts_api import AlertsRuntime
     from llmpulse.server._auth import Gate
     from llmpulse.server._lag import GroupLag
     from llmpulse.server._metrics import ServerMetrics
@@ -88,6 +89,8 @@ class ServerState:
     #: API keys and rate limits (set by `create_app`); the app's metrics registry and counters.
     gate: Gate | None = None
     metrics: ServerMetrics | None = None
+    #: The alert evaluator and its dispatcher when rules are loaded (`AlertsRuntime`).
+    alerts: AlertsRuntime | None = None
     #: The wall clock of budget periods and reservation expiry (epoch seconds; tests inject theirs).
     clock: Callable[[], float] = time.time
 
