@@ -15,8 +15,10 @@ environment) it is the calls that started in ``(now − W, now]``.
   bad share of calls divided by the error budget ``1 − objective``; a pair (long, short, factor)
   breaches while both windows burn faster than ``factor``; the rule breaches while any pair does.
   ``ok_calls``: a call is bad when its status is an error or a timeout. ``latency_below_ms``: a call
-  is good when its latency is under the value (read from the latency histogram, within its 1 %),
-  so errors without a latency and slow calls are bad. The value is the highest burn rate among
+  is good when it did not fail and its latency is under the value; the windows keep a latency
+  histogram of all calls (1 % buckets), not of good ones, so the bad count is ``max(calls − calls
+  faster than the value, errors)``: every slow call and every error counts, a fast error at most
+  once. The value is the highest burn rate among
   the breaching pairs' long windows (else of the first pair's).
 - *anomaly*: the metric over the window against the median of the same window at the same time on
   each of the previous days of the baseline; quiet while the window has fewer than
@@ -164,8 +166,8 @@ class Evaluation:
             bad = d.errors
         else:
             assert slo.value is not None
-            good = sum(n for b, n in d.latency_hist.items() if value_of(b) < slo.value)
-            bad = max(0, d.requests - good)
+            fast = sum(n for b, n in d.latency_hist.items() if value_of(b) < slo.value)
+            bad = max(d.requests - fast, d.errors, 0)
         return bad / d.requests, d.requests
 
     def _slo(self, rule: Rule) -> Verdict:

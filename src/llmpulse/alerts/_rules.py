@@ -79,7 +79,8 @@ workbook:
 
 - ``objective`` (required): the share of good calls, strictly between 0 and 1 (``0.99``).
 - ``good`` (optional, default ``ok_calls``): ``ok_calls`` (a call is good when it did not fail) or
-  ``latency_below_ms`` (a call is good when it did not fail and took less than ``value`` ms).
+  ``latency_below_ms`` (a call is good when it did not fail and took less than ``value`` ms;
+  see `llmpulse.alerts._engine` for how the windows' histograms count it).
 - ``value`` (required with ``latency_below_ms``, refused otherwise): milliseconds, more than 0.
 - ``windows`` (optional, default ``[{long: 1h, short: 5m, factor: 14.4}, {long: 6h, short: 30m,
   factor: 6}]``): a non-empty list of ``{long, short, factor}``; the alert fires while the error
