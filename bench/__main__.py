@@ -2,7 +2,8 @@
 
 Set `BENCH_PAIRS` to change the size (default: 1M pairs, 2M events, for each); `BENCH_SDK_EVENTS`
 and `BENCH_EXPORTER_EVENTS` size the SDK and exporter benchmarks, `BENCH_HISTORY_CALLS` (and
-`BENCH_HISTORY_USERS`, `BENCH_HISTORY_DAYS`) the history benchmark.
+`BENCH_HISTORY_USERS`, `BENCH_HISTORY_DAYS`) the history benchmark; `BENCH_BUDGET_*` the shared
+budgets benchmark (`bench/budgets.py`) and `BENCH_ALERTS_*` the alerts benchmark (`bench/alerts.py`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from bench import exporters, history, ingest, processor, scaled, sdk, soak
+from bench import alerts, budgets, exporters, history, ingest, processor, scaled, sdk, soak
 
 
 def main() -> int:
@@ -24,6 +25,8 @@ def main() -> int:
         "scaled": scaled.run(),
         "history": history.run(),
         "soak": soak.run(),
+        "budgets": budgets.run(),
+        "alerts": alerts.run(),
     }
     out = Path(__file__).parent / "out"
     out.mkdir(exist_ok=True)
