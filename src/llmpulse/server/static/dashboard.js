@@ -254,6 +254,8 @@
       perTenant?.catch(() => {}); // a failure is reported through the other answers' failure
       const budgetsLoad = loadBudgets(); // budgets: see the "budgets" section
       budgetsLoad.catch(() => {});
+      const alertsLoad = soft(loadAlerts()); // alerts: see the "alerts" section
+      alertsLoad.catch(() => {});
       const [dims, series, byModel, byRoute, recent] = await Promise.all([
         api("/v1/metrics/dimensions", { tenant_id: state.tenant, ...rangeParams() }),
         api("/v1/metrics/timeseries", scope),
@@ -270,6 +272,7 @@
       if (!perTenant && keyTenant) perTenant = loadPerTenant();
       const [spenders, calls] = perTenant ? await perTenant : [null, null];
       const budgets = await budgetsLoad;
+      const alerts = await alertsLoad;
       if (gen !== generation) return;
       showDashboard();
       renderFilters(dims);
@@ -283,6 +286,7 @@
       renderSpenders(spenders);
       renderCalls(calls);
       renderBudgets(budgets);
+      renderAlerts(alerts);
       $("#load-error").hidden = true;
       setLive(true, `Live · updated ${timeFormat.format(new Date())}`);
     } catch (error) {
@@ -953,6 +957,155 @@
     empty.hidden = failed || Boolean(budgets.length);
     empty.textContent = `No budgets${tenant ? ` for tenant ${tenant}` : ""}. Create one with \`llmpulse budgets set\` or PUT /v1/budgets/{id}.`;
     table.querySelector("tbody").replaceChildren(...budgets.map((b) => budgetRow(b, !tenant)));
+  }
+
+  // ---------------------------------------------------------------- alerts (GET /v1/alerts)
+  //
+  // What fires for the tenant in view (the page's tenant, or the API key's; every tenant's with "All
+  // tenants"), then what is pending, each with the rule's kind, the value and summary of its last
+  // evaluation, since when and its labels; then the last transitions (fired, resolved), newest first;
+  // and a badge in the header with the count of firing alerts. Everything shown is the server's.
+  //
+  // Only a server started with a rules file (serve --alerts) has alerts. /health says whether it has
+  // (its "alerts" section is null without): the page asks it once at load, and again once a minute
+  // while the answer is no, so a server without rules is never asked for /v1/alerts (its 404 would
+  // be a failed load in the console at every refresh).
+
+  const ALERTS_HISTORY = 8; // transitions shown
+  const ALERTS_PROBE_MS = 60000;
+  const ALERT_ORDER = { firing: 0, pending: 1 }; // the statuses listed, in this order
+  const KIND_NAMES = { threshold: "threshold", slo: "SLO burn rate", anomaly: "anomaly", runway: "budget runway" };
+  const HIDDEN_LABELS = new Set(["alertname", "tenant_id"]); // the rule's name and tenant are shown already
+  const valueFormat = new Intl.NumberFormat(undefined, { maximumSignificantDigits: 4 });
+  const fmtValue = (v) => (isNum(v) ? valueFormat.format(v) : "–");
+  let alertRules = null; // whether the server has a rules file (null: not asked yet)
+  let alertsProbedAt = 0;
+
+  async function hasAlertRules() {
+    if (alertRules === true) return true;
+    if (alertRules === false && Date.now() - alertsProbedAt < ALERTS_PROBE_MS) return false;
+    alertsProbedAt = Date.now();
+    try {
+      const response = await fetch(new URL("/health", location.origin), { headers: { Accept: "application/json" }, cache: "no-store" });
+      const body = await response.json();
+      alertRules = Boolean(body && body.alerts);
+    } catch {
+      alertRules = false; // asked again in a minute
+    }
+    return alertRules;
+  }
+
+  // /v1/alerts of the tenant in view; {absent: true} when the server has no rules
+  async function loadAlerts() {
+    if (!(await hasAlertRules())) return { absent: true };
+    try {
+      return await api("/v1/alerts", { tenant_id: state.tenant, limit: ALERTS_HISTORY });
+    } catch (error) {
+      if (!(error instanceof HttpError && error.status === 404)) throw error;
+      alertRules = false; // restarted without its rules file
+      alertsProbedAt = Date.now();
+      return { absent: true };
+    }
+  }
+
+  function alertTime(iso) {
+    return iso ? dateTimeSeconds.format(new Date(iso)) : "–";
+  }
+
+  function statusPill(status) {
+    const pill = document.createElement("span");
+    pill.className = `status status-${status}`;
+    pill.textContent = status;
+    return pill;
+  }
+
+  function ruleCell(row, rule, tenant, withTenant) {
+    const td = cell(row, "", "name a-rule");
+    const name = document.createElement("strong");
+    name.textContent = rule;
+    td.appendChild(name);
+    if (withTenant) {
+      const sub = document.createElement("span");
+      sub.className = "sub a-tenant";
+      sub.textContent = `tenant ${tenant}`;
+      td.appendChild(sub);
+    }
+    return td;
+  }
+
+  function alertRow(alert, withTenant) {
+    const tr = document.createElement("tr");
+    tr.dataset.rule = alert.rule;
+    tr.dataset.tenant = alert.tenant_id;
+    tr.dataset.status = alert.status;
+    tr.dataset.value = isNum(alert.value) ? String(alert.value) : "";
+    tr.dataset.since = alert.since || "";
+    tr.dataset.labels = JSON.stringify(alert.labels || {});
+    cell(tr, "", "a-status").appendChild(statusPill(alert.status));
+    ruleCell(tr, alert.rule, alert.tenant_id, withTenant);
+    cell(tr, KIND_NAMES[alert.kind] || alert.kind, "a-kind");
+    cell(tr, fmtValue(alert.value), "num a-value");
+    cell(tr, alert.summary || "", "a-summary", alert.summary || "");
+    cell(tr, alertTime(alert.since), "a-since", alert.since || "");
+    const labels = cell(tr, "", "a-labels");
+    for (const [name, value] of Object.entries(alert.labels || {})) {
+      if (HIDDEN_LABELS.has(name)) continue;
+      const chip = document.createElement("span");
+      chip.className = `label label-${name}`;
+      chip.textContent = `${name}=${value}`;
+      labels.appendChild(chip);
+    }
+    return tr;
+  }
+
+  function transitionRow(transition, withTenant) {
+    const tr = document.createElement("tr");
+    tr.dataset.rule = transition.rule;
+    tr.dataset.status = transition.status;
+    tr.dataset.at = transition.at;
+    tr.dataset.value = isNum(transition.value) ? String(transition.value) : "";
+    cell(tr, alertTime(transition.at), "h-at", transition.at);
+    ruleCell(tr, transition.rule, transition.tenant_id, withTenant);
+    cell(tr, "", "h-status").appendChild(statusPill(transition.status));
+    cell(tr, fmtValue(transition.value), "num h-value");
+    cell(tr, transition.summary || "", "h-summary", transition.summary || "");
+    return tr;
+  }
+
+  function renderAlerts(answer) {
+    const panel = $("#alerts");
+    const badge = $("#alerts-badge");
+    const absent = !answer || Boolean(answer.absent);
+    const failed = !absent && Boolean(answer.error);
+    const firing = absent || failed ? 0 : answer.firing;
+    badge.hidden = !firing;
+    badge.dataset.firing = String(firing);
+    badge.textContent = `${fmtCount(firing)} firing`;
+    badge.title = `${fmtCount(firing)} alert${firing === 1 ? "" : "s"} firing: see the Alerts panel`;
+    panel.hidden = absent;
+    if (absent) return;
+    const error = $("#alerts-error");
+    error.hidden = !failed;
+    error.textContent = failed ? `Could not load the alerts: ${answer.error}` : "";
+    const tenant = state.tenant || keyTenant;
+    const alerts = failed ? [] : answer.alerts;
+    const shown = alerts.filter((a) => a.status in ALERT_ORDER).sort((a, b) => ALERT_ORDER[a.status] - ALERT_ORDER[b.status]);
+    const history = failed ? [] : answer.history.slice(0, ALERTS_HISTORY);
+    const pending = shown.length - firing;
+    panel.classList.toggle("firing", firing > 0);
+    panel.dataset.tenant = tenant;
+    const rules = `${fmtCount(alerts.length)} rule${alerts.length === 1 ? "" : "s"}`;
+    $("#alerts-counts").textContent = failed ? "" : `${fmtCount(firing)} firing · ${fmtCount(pending)} pending · ${rules}`;
+    const table = $("#alerts-table");
+    table.hidden = !shown.length;
+    table.querySelector("tbody").replaceChildren(...shown.map((a) => alertRow(a, !tenant)));
+    const empty = $("#alerts-empty");
+    empty.hidden = failed || Boolean(shown.length);
+    const forTenant = tenant ? ` for tenant ${tenant}` : "";
+    empty.textContent = alerts.length ? `Nothing firing or pending${forTenant} (${rules}).` : `No alert rules${forTenant}.`;
+    const past = $("#alerts-history");
+    past.hidden = !history.length;
+    past.querySelector("tbody").replaceChildren(...history.map((h) => transitionRow(h, !tenant)));
   }
 
   // ---------------------------------------------------------------- charts (uPlot)
