@@ -388,3 +388,48 @@ def test_added_latency_per_call_is_one_round_trip(server: ServerProcess) -> None
     assert figures["reserve"][0] < 20.0
     assert added[0] < 2 * figures["reserve"][0] + 1.0  # one round trip, not two
     budget.close()
+
+
+def test_async_clients_await_their_reservation_without_blocking_the_loop(server: ServerProcess) -> None:
+    import asyncio
+    import socket
+
+    async def main(budget: SharedBudget, fake: FakeProvider) -> tuple[int, float]:
+        client = openai.AsyncOpenAI(api_key="k", base_url=fake.openai_url, max_retries=0)
+        instrument(client, ListRecorder(), budget=budget)
+        ticks = 0
+        done = asyncio.Event()
+
+        async def heartbeat() -> None:
+            nonlocal ticks
+            while not done.is_set():
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        beat = asyncio.create_task(heartbeat())
+        started = time.perf_counter()
+        await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=5)  # type: ignore[arg-type]
+        elapsed = time.perf_counter() - started
+        done.set()
+        await beat
+        await client.close()
+        return ticks, elapsed
+
+    with FakeProvider() as fake:
+        # against the real server: the call reserves, then commits
+        live = _budget(server.url, "async-live", 1.0)
+        asyncio.run(main(live, fake))
+        assert live.flush(10)
+        assert _view(server.url, "async-live")["committed_usd"] > 0
+        live.close()
+        # a server that never answers: the reservation waits its 0.5 s timeout (then fails open)
+        # while the loop goes on running other tasks
+        with socket.socket() as sock:  # accepts connections (the kernel's backlog), never answers
+            sock.bind(("127.0.0.1", 0))
+            sock.listen(64)
+            url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+            silent = SharedBudget("async-silent", url=url, on_unavailable="fail_open", timeout_s=0.5)
+            ticks, elapsed = asyncio.run(main(silent, fake))
+            silent.close(0.1)
+    assert elapsed >= 0.5
+    assert ticks >= 20  # a blocked loop would have ticked once or twice in those 0.5 s

@@ -229,7 +229,9 @@ class Call:
         "trace",
     )
 
-    def __init__(self, settings: Settings, provider: str, kwargs: Mapping[str, Any]) -> None:
+    def __init__(
+        self, settings: Settings, provider: str, kwargs: Mapping[str, Any], *, reserve: bool = True
+    ) -> None:
         self.settings = settings
         # the context of the call's start: a stream may end in another context (or the reaper thread)
         collector = settings.collector
@@ -241,13 +243,28 @@ class Call:
         self.model = model if isinstance(model, str) and model else "unknown"
         self.reservation: Any = None
         budget = settings.budget
-        if budget is not None:
-            self._reserve(budget)
+        if budget is not None and reserve:
+            self.reservation = budget.reserve(self.settings.fields, self._estimate())
         self.timestamp = datetime.now(UTC)
         self.t0 = time.perf_counter()
 
-    def _reserve(self, budget: BudgetLike) -> None:
-        """Reserve the estimated maximum cost; `BudgetExceeded` reaches the application."""
+    async def areserve(self) -> None:
+        """The async client's reservation (made with `reserve=False`): awaited when the budget has
+        `areserve` (a shared budget's round trip must not block the event loop), else `reserve`;
+        the call's clock starts after it. `BudgetExceeded` reaches the application."""
+        budget = self.settings.budget
+        if budget is None:
+            return
+        areserve = getattr(budget, "areserve", None)
+        if areserve is not None:
+            self.reservation = await areserve(self.settings.fields, self._estimate())
+        else:
+            self.reservation = budget.reserve(self.settings.fields, self._estimate())
+        self.timestamp = datetime.now(UTC)
+        self.t0 = time.perf_counter()
+
+    def _estimate(self) -> float:
+        """The call's estimated maximum cost (0 when it cannot be priced)."""
         try:
             estimate = pricer().cost(
                 self.model,
@@ -258,7 +275,7 @@ class Call:
         except Exception:
             log_failure("estimating a call's cost for its budget")
             estimate = None
-        self.reservation = budget.reserve(self.settings.fields, estimate or 0.0)
+        return estimate or 0.0
 
     def _settle(self, status: str, usage: Usage, response_model: str | None) -> None:
         reservation, self.reservation = self.reservation, None
@@ -747,7 +764,8 @@ def wrap_create(
             hide = False
             if stream and prepare is not None:
                 kwargs, hide = prepare(kwargs, settings.stream_usage)
-            call = Call(settings, provider, kwargs)
+            call = Call(settings, provider, kwargs, reserve=False)
+            await call.areserve()
             try:
                 result = await original(*args, **kwargs)
             except BaseException as exc:
