@@ -156,7 +156,12 @@ def fmt_time(stamp: str | None) -> str:
 def panel(page: Page) -> dict[str, Any]:
     """What the panel and the badge show."""
     shown: dict[str, Any] = page.evaluate(
-        """() => ({
+        """() => {
+          const shown = (selector) => {
+            const element = document.querySelector(selector);
+            return element.hidden ? null : element.innerText;
+          };
+          return {
           alerts: [...document.querySelectorAll('#alerts-table tbody tr')].map((tr) => ({
             data: {...tr.dataset},
             status: tr.querySelector('.a-status').innerText,
@@ -176,12 +181,12 @@ def panel(page: Page) -> dict[str, Any]:
             value: tr.querySelector('.h-value').innerText,
             summary: tr.querySelector('.h-summary').innerText,
           })),
-          badge: document.querySelector('#alerts-badge').hidden ? null : document.querySelector('#alerts-badge').innerText,
+          badge: shown('#alerts-badge'),
           counts: document.querySelector('#alerts-counts').innerText,
-          empty: document.querySelector('#alerts-empty').hidden ? null : document.querySelector('#alerts-empty').innerText,
+          empty: shown('#alerts-empty'),
           tableHidden: document.querySelector('#alerts-table').hidden,
           historyHidden: document.querySelector('#alerts-history').hidden,
-        })"""
+        }}"""
     )
     return shown
 
@@ -268,7 +273,8 @@ def test_the_panel_shows_what_fires_then_what_is_pending_as_the_api_does_and_fol
 
     # a tenant without rules
     page.goto(f"{server.url}/?tenant=initech")
-    expect(page.locator("#alerts-empty")).to_have_text("No alert rules for tenant initech.", timeout=WITHIN_MS)
+    empty = page.locator("#alerts-empty")
+    expect(empty).to_have_text("No alert rules for tenant initech.", timeout=WITHIN_MS)
     expect(page.locator("#alerts-table")).to_be_hidden()
     expect(page.locator("#alerts-history")).to_be_hidden()
     assert watched.console_errors == []
