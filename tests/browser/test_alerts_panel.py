@@ -255,6 +255,7 @@ def test_the_panel_shows_what_fires_then_what_is_pending_as_the_api_does_and_fol
     assert shown["counts"] == "1 firing · 1 pending · 3 rules"
     assert shown["empty"] is None
     page.locator("#alerts").screenshot(path=str(artifacts / "alerts-panel.png"))
+    page.locator("header.top").screenshot(path=str(artifacts / "alerts-badge.png"))
 
     # ten minutes on, without spend: cost-spike resolves, cost-sustained is no longer pending
     server.clock.now += 600

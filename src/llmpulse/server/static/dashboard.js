@@ -1072,6 +1072,11 @@
     return tr;
   }
 
+  $("#alerts-badge").addEventListener("click", () => {
+    $("#alerts").scrollIntoView({ block: "start" });
+    $("#alerts-title").focus({ preventScroll: true });
+  });
+
   function renderAlerts(answer) {
     const panel = $("#alerts");
     const badge = $("#alerts-badge");
