@@ -15,7 +15,8 @@
 3. **SDK added latency**: the real `openai` client against the fake provider (a child process),
    instrumented with a collector and no budget, and instrumented with a `SharedBudget` on the SQLite
    server, interleaved; p50/p99 of each and the difference (the shared budget's cost per call: one
-   reservation round trip on the caller's thread, the commit on a background thread).
+   reservation round trip on the caller's thread, the commit on a background thread), beside a
+   reservation alone (`SharedBudget.reserve`, timed in the same loop, its settle sent as a call's).
 
 Postgres is a fresh database of the machine's server (127.0.0.1:5432, or `BENCH_POSTGRES_DSN`'s),
 dropped after the run; `BENCH_BUDGET_POSTGRES=0` skips Postgres. Sizes: `BENCH_BUDGET_PAIRS`
@@ -294,7 +295,7 @@ def measure_sdk(server_url: str, provider_url: str, calls: int) -> dict[str, Any
     budget.define(AMOUNT_USD, scope={"tenant_id": TENANT})
     base_url = f"{provider_url}/v1"
     warm_up = min(50, max(5, calls // 10))
-    wall: dict[str, list[float]] = {"without": [], "shared": []}
+    wall: dict[str, list[float]] = {"without": [], "shared": [], "reserve_only": []}
     try:
         with (
             openai.OpenAI(api_key="sk-test", base_url=base_url, max_retries=0) as without,
@@ -312,6 +313,12 @@ def measure_sdk(server_url: str, provider_url: str, calls: int) -> dict[str, Any
                     t1 = time.perf_counter()
                     if i >= 0:
                         wall[name].append((t1 - t0) * 1000)
+                t0 = time.perf_counter()
+                reservation = budget.reserve({}, ESTIMATE_USD)
+                t1 = time.perf_counter()
+                reservation.settle(COST_USD)
+                if i >= 0:
+                    wall["reserve_only"].append((t1 - t0) * 1000)
         flushed = budget.flush(30)
         stats = budget.stats()
     finally:
@@ -322,6 +329,7 @@ def measure_sdk(server_url: str, provider_url: str, calls: int) -> dict[str, Any
         result[name] = {**_pcts(ms), "mean_ms": statistics.fmean(ms)}
     result["added_p50_ms"] = result["shared"]["p50_ms"] - result["without"]["p50_ms"]
     result["added_p99_ms"] = result["shared"]["p99_ms"] - result["without"]["p99_ms"]
+    result["added_p50_vs_reserve_p50"] = result["added_p50_ms"] / result["reserve_only"]["p50_ms"]
     return result
 
 
@@ -388,6 +396,10 @@ def run(
         print(f"  SDK call without budget p50/p99 {w['p50_ms']:.2f}/{w['p99_ms']:.2f} ms,"
               f" with a shared budget {s['p50_ms']:.2f}/{s['p99_ms']:.2f} ms: added "
               f"{sdk['added_p50_ms']:.2f}/{sdk['added_p99_ms']:.2f} ms")  # fmt: skip
+        r = sdk["reserve_only"]
+        print(f"  SDK reservation alone (SharedBudget.reserve) p50/p99 "
+              f"{r['p50_ms']:.2f}/{r['p99_ms']:.2f} ms "
+              f"(added p50 / reservation p50 = {sdk['added_p50_vs_reserve_p50']:.1f})")  # fmt: skip
     return results
 
 

@@ -57,7 +57,7 @@ def test_a_tiny_run_reports_every_figure_beside_its_reference() -> None:
     stats = sdk["budget_stats"]
     assert stats["reserved"] == stats["committed"] >= SDK_CALLS
     assert stats["fail_open"] == stats["fail_closed"] == stats["settle_failed"] == 0
-    for name in ("without", "shared"):
+    for name in ("without", "shared", "reserve_only"):
         assert _positive(sdk[name]["p50_ms"]), name
         assert _positive(sdk[name]["p99_ms"]), name
     assert math.isfinite(sdk["added_p50_ms"])
