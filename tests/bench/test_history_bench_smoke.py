@@ -36,9 +36,11 @@ def test_the_store_holds_every_call_of_the_month(results: dict[str, Any]) -> Non
     assert built["days"] == history.DEFAULT_DAYS
     rows = built["table_rows"]
     assert rows["calls"] == CALLS
-    # each coarser table holds fewer rows, and a day of 50 series at most 50 rows
-    assert rows["windows"] > rows["rollups_hour"] > rows["rollups_day"] > 0
-    assert rows["rollups_day"] <= 50 * (history.DEFAULT_DAYS + 1)
+    # (at this size a series has about one call an hour: the rollups, which hold each tenant's total
+    # beside its series, can outnumber the minute windows)
+    assert rows["windows"] > 0
+    assert rows["rollups_hour"] > rows["rollups_day"] > 0
+    assert rows["rollups_day"] <= (50 + 1) * (history.DEFAULT_DAYS + 1)  # 50 series and the total
     assert _positive(built["build_calls_per_s"])
 
 

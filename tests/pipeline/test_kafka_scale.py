@@ -75,11 +75,23 @@ def _records(db: str) -> dict[tuple[str, str], tuple[Any, ...]]:
 
 def _day_totals(db: str) -> dict[tuple[str, str, str], tuple[int, ...]]:
     """Per (tenant, route, model): requests, errors, prompt and completion tokens of the daily
-    rollups and of the minute windows, side by side, once every hour is rolled up."""
+    rollups and of the minute windows, side by side, once every hour is rolled up; (tenant, "", "")
+    holds the tenant's sums of the minute windows beside its rollups' total rows."""
     out: dict[tuple[str, str, str], tuple[int, ...]] = {}
     with Store.open(db) as store:
         roll_up(store, time.time() + 2 * 86400)
     with Store.open(db) as store, store.engine.connect() as conn:
+        tenants = sa.select(
+            windows.c.tenant_id,
+            sa.literal(""),
+            sa.literal(""),
+            sa.func.sum(windows.c.requests),
+            sa.func.sum(windows.c.errors),
+            sa.func.sum(windows.c.prompt_tokens),
+            sa.func.sum(windows.c.completion_tokens),
+        ).group_by(windows.c.tenant_id)
+        for t, r, m, *sums in conn.execute(tenants):
+            out[(t, r, m)] = tuple(int(x) for x in sums)
         for table in (windows, rollups_day):
             query = sa.select(
                 table.c.tenant_id,

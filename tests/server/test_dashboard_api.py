@@ -293,9 +293,9 @@ def test_recent_calls_show_status_timeout_and_cost_from_the_records(make_client:
         response_body(request_id="err-1", error={"type": "server_error", "message": "boom"}, **resp),
         request_body(request_id="wait-1", **req),
         request_body(request_id="late-1", timestamp=old, **req),
-        call_body(request_id="call-1", cost=0.25, status="cancelled"),
+        call_body(request_id="call-1", cost=0.25, cost_source="provider", status="cancelled"),
         call_body(request_id="call-2", error="rate_limit_exceeded", tenant_id="other"),
-        call_body(request_id="call-1", cost=0.25, status="cancelled"),  # a resend
+        call_body(request_id="call-1", cost=0.25, cost_source="provider", status="cancelled"),  # a resend
     ]
     assert client.post("/v1/events", json=batch).status_code == 200
     # requests without a response show once counted as timeouts (orphan_timeout_s after arrival)

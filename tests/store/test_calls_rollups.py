@@ -48,6 +48,18 @@ def test_call_records_are_inserted_then_replaced_by_key(store: Store) -> None:
     assert got[("t1", "r1")]["cost_usd"] == 0.5
 
 
+def _series_and_totals(rows: dict[WindowKey, WindowDelta]) -> dict[WindowKey, WindowDelta]:
+    """The series' rows of a rollup, after checking that its tenant total rows (route and model "")
+    are exactly the sums of the series' rows of each tenant and bucket."""
+    series = {k: d for k, d in rows.items() if k.route != ""}
+    totals = {k: d for k, d in rows.items() if k.route == ""}
+    expected: dict[WindowKey, WindowDelta] = {}
+    for k, d in series.items():
+        expected.setdefault(WindowKey(k.tenant_id, "", "", k.window_start), WindowDelta()).merge(d)
+    assert totals == expected
+    return series
+
+
 def test_rollups_hold_the_sum_of_their_minute_windows(store: Store) -> None:
     windows = {
         WindowKey("t1", "chat", "m", DAY + 60 * 5): make_delta(
@@ -77,7 +89,7 @@ def test_rollups_hold_the_sum_of_their_minute_windows(store: Store) -> None:
         ]
     )
 
-    hours = _rollup(store, rollups_hour)
+    hours = _series_and_totals(_rollup(store, rollups_hour))
     assert set(hours) == {
         WindowKey("t1", "chat", "m", DAY),
         WindowKey("t1", "chat", "m", DAY + 3600),
@@ -88,7 +100,7 @@ def test_rollups_hold_the_sum_of_their_minute_windows(store: Store) -> None:
     assert h0.latency_hist == make_delta(latencies=[10.0, 20.0, 30.0, 40.0]).latency_hist
     assert h0.cost_usd == 0.25
 
-    days = _rollup(store, rollups_day)
+    days = _series_and_totals(_rollup(store, rollups_day))
     assert set(days) == {WindowKey("t1", "chat", "m", DAY), WindowKey("t1", "rag", "m", DAY + 86400)}
     d0 = days[WindowKey("t1", "chat", "m", DAY)]
     assert (d0.requests, d0.latency_count) == (8, 8)
@@ -133,7 +145,7 @@ def test_one_roll_up_transaction_covers_many_tenants_and_stops_near_max_rows(sto
     # one transaction rolls the 27 others' hour, one moves all 30 past the empty hours to the bound
     assert (result.hours, result.windows, result.transactions, result.complete) == (27, 270, 2, True)
     assert store.roll_hours(bound, 0.0) == (0, 0, True)
-    hours = _rollup(store, rollups_hour)
+    hours = _series_and_totals(_rollup(store, rollups_hour))
     assert len(hours) == 30
     assert all(d.requests == 10 and d.latency_count == 10 for d in hours.values())
     with pytest.raises(ValueError, match="whole hour"):

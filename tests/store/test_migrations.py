@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import warnings
@@ -201,3 +202,58 @@ def test_a_store_at_0006_keeps_its_records_and_rollups_through_0007_and_0008(sto
                 sa.text(f"SELECT requests FROM rollups_hour WHERE window_start = {hour}")
             ).scalar()
         assert hourly == 5
+
+
+def test_a_store_at_0011_gets_its_rollups_tenant_totals(store_url: str) -> None:
+    """Migration 0012 adds a tenant total row (route and model "") for each tenant and bucket of the
+    rollups made before it: counts and sums added, histograms merged; the summary then reads them."""
+    from alembic import command
+
+    from llmpulse.store import create_engine_for
+
+    day = 1763510400  # 2025-11-19T00:00:00Z
+    engine = create_engine_for(store_url)
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS_DIR))
+    config.set_main_option("version_table", VERSION_TABLE)
+    columns = (
+        "tenant_id, route, model, window_start, requests, cost_usd, latency_count, latency_hist, updated_at"
+    )
+    rows = [
+        ("t1", "chat", "m1", 3, 0.25, 3, '{"10":2,"20":1}'),
+        ("t1", "rag", "m2", 2, 0.5, 2, '{"10":1,"30":1}'),
+        ("t2", "chat", "m1", 7, 1.0, 0, "{}"),
+    ]
+    try:
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "0011")
+            values = "(:t, :r, :m, :ws, :requests, :cost, :n, :hist, 1.0)"
+            for table in ("rollups_hour", "rollups_day"):
+                for tenant, route, model, requests, cost, n, hist in rows:
+                    params = {"t": tenant, "r": route, "m": model, "ws": day, "requests": requests}
+                    params.update({"cost": cost, "n": n, "hist": hist})
+                    conn.execute(sa.text(f"INSERT INTO {table} ({columns}) VALUES {values}"), params)
+            conn.execute(
+                sa.text(
+                    f"INSERT INTO rollup_progress (tenant_id, rolled_through) VALUES ('t1', {day + 86400})"
+                )
+            )
+    finally:
+        engine.dispose()
+    with Store.open(store_url) as store:
+        with store.engine.connect() as conn:
+            for table in ("rollups_hour", "rollups_day"):
+                totals = conn.execute(
+                    sa.text(
+                        f"SELECT tenant_id, requests, cost_usd, latency_count, latency_hist FROM {table} "
+                        "WHERE route = '' AND model = '' ORDER BY tenant_id"
+                    )
+                ).all()
+                assert [(t, r, c, n, json.loads(h)) for t, r, c, n, h in totals] == [
+                    ("t1", 5, 0.75, 5, {"10": 3, "20": 1, "30": 1}),
+                    ("t2", 7, 1.0, 0, {}),
+                ]
+        (row,) = store.summary("t1")
+        assert (row.windows, row.delta.requests, row.delta.latency_hist) == (1, 5, {10: 3, 20: 1, 30: 1})
+        assert {r.model for r in store.summary("t1", group_by="model")} == {"m1", "m2"}

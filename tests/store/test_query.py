@@ -127,8 +127,10 @@ def test_summary_p95_is_not_an_average_of_window_p95s(store: Store) -> None:
     assert p95 != pytest.approx(sum(window_p95s) / len(window_p95s))
     # Without bounds the range is that of the windows found.
     assert (row.start, row.end) == (D0, D0 + timedelta(minutes=5))
-    # unbounded, the 20 minute windows (2 routes x 2 models) are read as 4 daily rollup rows
-    assert (row.route, row.model, row.windows) == (None, None, 4)
+    # unbounded, the 20 minute windows (2 routes x 2 models) are read as the tenant's daily total
+    assert (row.route, row.model, row.windows) == (None, None, 1)
+    (by_model,) = store.summary("t1", model="m1")  # a filter reads the series' rows
+    assert by_model.windows == 2
     assert row.delta.latency_hist == before.delta.latency_hist
 
 

@@ -84,7 +84,8 @@ def test_each_kind_of_record_past_its_retention_goes_and_nothing_younger(store: 
         assert _starts(store, table) == expected, name
         assert len(before[name]) > len(expected), f"{name}: nothing was old enough to test"
         assert (tenants[0], _bucket(cut, seconds)) in expected, f"{name}: the bucket holding the cut"
-        assert result.deleted[name] == 2 * (len(before[name]) - len(expected))  # two routes
+        per = 2 if name == "windows" else 3  # two routes, and the rollups' tenant total
+        assert result.deleted[name] == per * (len(before[name]) - len(expected))
         assert result.oldest_kept[name] == min(ws for _, ws in expected)
         assert result.cutoffs[name] == pytest.approx(cut)
     assert _call_ids(store) == {(t, f"{t}-{label}") for t in tenants for label in ("at-cut", "young")}
@@ -111,7 +112,8 @@ def test_daily_rollups_and_call_records_kept_forever_when_set_to_0(store: Store)
     assert {ws for _, ws in _starts(store, windows)} == {_bucket(NOW, 60)}
     assert _call_ids(store) == {("acme", "r")}
     assert result.oldest_kept["calls"] == old + 1
-    assert result.deleted == {"calls": 0, "windows": 2, "rollups_hour": 2, "rollups_day": 0}
+    # two routes' minutes; two routes' hours and their tenant total
+    assert result.deleted == {"calls": 0, "windows": 2, "rollups_hour": 3, "rollups_day": 0}
 
 
 def _total_rows(store: Store) -> int:
@@ -142,7 +144,7 @@ def test_every_transaction_deletes_at_most_batch_rows(store: Store) -> None:
 
     steps = [a - b for a, b in itertools.pairwise(sizes)]
     assert all(0 < s <= 3 for s in steps), steps
-    assert sum(steps) == result.total_deleted == 10 + 28 + 4 + 4
+    assert sum(steps) == result.total_deleted == 10 + 28 + (4 + 2) + (4 + 2)  # the rollups with their totals
     assert result.batches == len(steps)
     assert _total_rows(store) == 0
     assert result.longest_batch_s > 0
@@ -308,7 +310,7 @@ def test_minutes_of_an_hour_not_rolled_up_are_kept_past_their_retention(store: S
     assert {ws for _, ws in _starts(store, rollups_hour)} == {old}
     assert prune(store, POLICY, NOW).deleted["windows"] == 4  # two routes
     (row,) = store.summary("acme")
-    assert (row.delta.requests, row.windows) == (4, 2)  # from the daily rollups, one per route
+    assert (row.delta.requests, row.windows) == (4, 1)  # from the daily rollups' tenant total
 
 
 def test_a_commit_deletes_expired_records_of_its_tenants_in_proportion_to_what_it_writes(

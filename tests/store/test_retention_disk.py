@@ -71,10 +71,13 @@ def test_the_file_stops_growing_under_steady_traffic_with_pruning(tmp_path: Path
             pages.append(n)
             freelists.append(free)
 
-    half = ROUNDS // 2
+    half, quarter = ROUNDS // 2, 3 * ROUNDS // 4
     assert pages[7] > pages[1]  # the traffic does fill the file at first
-    assert abs(pages[-1] - pages[half - 1]) <= 2, pages
-    assert max(pages[half - 1 :]) - pages[half - 1] <= 2, pages
+    # the second half grows by a few pages at most while the last rollups settle (0.7 %), and the
+    # last quarter not at all (the rollups' tenant totals add a row per tenant and bucket)
+    assert max(pages[half - 1 :]) - pages[half - 1] <= 4, pages
+    assert max(pages[quarter - 1 :]) - pages[quarter - 1] <= 2, pages
+    assert abs(pages[-1] - pages[quarter - 1]) <= 2, pages
     assert min(freelists[half:]) > 0  # pages are freed and then reused, not only appended
 
 

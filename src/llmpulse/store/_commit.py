@@ -34,6 +34,7 @@ from llmpulse.store._model import (
 from llmpulse.store._query import StoredWindow
 from llmpulse.store._tables import (
     AGGREGATE_TABLES,
+    ALL_SERIES,
     COUNT_FIELDS,
     HIST_FIELDS,
     KEY_FIELDS,
@@ -289,6 +290,19 @@ def rollup_deltas(deltas: Mapping[WindowKey, WindowDelta], seconds: int) -> dict
     return out
 
 
+def series_totals(deltas: Mapping[WindowKey, WindowDelta]) -> dict[WindowKey, WindowDelta]:
+    """Rollup deltas summed over routes and models: one delta per tenant and bucket, keyed by the
+    `ALL_SERIES` route and model (the rollups' tenant totals). Pure; never shares a delta object."""
+    out: dict[WindowKey, WindowDelta] = {}
+    for key, delta in deltas.items():
+        total = WindowKey(key.tenant_id, ALL_SERIES, ALL_SERIES, key.window_start)
+        have = out.get(total)
+        if have is None:
+            have = out[total] = WindowDelta()
+        have.merge(delta)
+    return out
+
+
 #: Rows per statement of a SQLite multi-row INSERT (`_Many`): at most 999 parameters each, SQLite's
 #: oldest limit, and never more than this many rows.
 _ROWS_PER_INSERT: Final = 32
@@ -440,7 +454,8 @@ class CheckpointWriter:
         if not deltas:
             return
         for aggregate in self._aggregates[1:]:
-            aggregate.write(conn, rollup_deltas(deltas, aggregate.seconds), now)
+            rolled = rollup_deltas(deltas, aggregate.seconds)
+            aggregate.write(conn, {**rolled, **series_totals(rolled)}, now)
 
     def _expire_calls(self, conn: sa.Connection, records: Sequence[CallRecord], cut: float) -> int:
         """Delete call records started before `cut` of the tenants of `records`, oldest first, at

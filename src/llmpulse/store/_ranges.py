@@ -20,7 +20,7 @@ from typing import Any, Final
 
 import sqlalchemy as sa
 
-from llmpulse.store._tables import rollup_progress, rollups_day, rollups_hour, windows
+from llmpulse.store._tables import ALL_SERIES, rollup_progress, rollups_day, rollups_hour, windows
 
 MINUTE: Final = 60
 HOUR: Final = 3600
@@ -120,13 +120,21 @@ def piece_select(
     route: str | None,
     model: str | None,
     columns: tuple[str, ...] | None = None,
+    totals: bool = False,
 ) -> sa.Select[Any]:
     """The rows of one piece (of one tenant, or of every tenant when None), optionally of one route
-    and model. Builds SQL only; does not block."""
+    and model. With `totals` (and no route or model), a rollup piece reads the tenants' total rows
+    (`ALL_SERIES`) instead of their series; otherwise a rollup piece never reads totals. Builds SQL
+    only; does not block."""
     table = piece.table
     query = sa.select(table) if columns is None else sa.select(*(table.c[c] for c in columns)).distinct()
     if tenant_id is not None:
         query = query.where(table.c.tenant_id == tenant_id)
+    if piece.seconds != MINUTE:
+        if totals and route is None and model is None:
+            query = query.where(table.c.route == ALL_SERIES, table.c.model == ALL_SERIES)
+        elif route is None:
+            query = query.where(table.c.route != ALL_SERIES)
     if route is not None:
         query = query.where(table.c.route == route)
     if model is not None:
@@ -145,9 +153,11 @@ def read_rows(
     tenant_id: str | None,
     route: str | None,
     model: str | None,
+    totals: bool = False,
 ) -> Iterator[tuple[Piece, Any]]:
-    """Every row of every piece (as a mapping), with its piece. Blocks on `conn`."""
+    """Every row of every piece (as a mapping), with its piece; rollup pieces read the tenants'
+    total rows with `totals` (see `piece_select`). Blocks on `conn`."""
     for piece in pieces:
-        query = piece_select(piece, tenant_id=tenant_id, route=route, model=model)
+        query = piece_select(piece, tenant_id=tenant_id, route=route, model=model, totals=totals)
         for row in conn.execute(query).mappings():
             yield piece, row

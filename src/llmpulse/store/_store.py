@@ -523,7 +523,11 @@ class Store:
         first = last = None
         with self._reading("summarising windows") as conn:
             pieces = plan(lo_s, hi_s, rolled=rolled_through(conn, tenant_id))
-            for piece, row in read_rows(conn, pieces, tenant_id=tenant_id, route=route, model=model):
+            # a tenant-wide summary reads the rollups' tenant totals: one row an hour or a day
+            totals = group_by is None and route is None and model is None
+            for piece, row in read_rows(
+                conn, pieces, tenant_id=tenant_id, route=route, model=model, totals=totals
+            ):
                 group = "" if group_by is None else str(row[group_by])
                 delta, count = groups.setdefault(group, (WindowDelta(), [0]))
                 delta.merge(delta_from_row(row))

@@ -82,6 +82,12 @@ windows = _aggregate_table("windows")
 #: of whole rolled hours or days reads a few rows and gets exactly the minute-level answer.
 rollups_hour = _aggregate_table("rollups_hour")
 rollups_day = _aggregate_table("rollups_day")
+#: The route and model of a rollup row that holds a tenant's every series together (its *total* for
+#: the hour or day): written beside the series' rows whenever they are (the roller, late deltas), so
+#: a tenant-wide summary of a month reads one row a day instead of one a series. No real route or
+#: model is empty (names are 1 to 256 characters), and every reader of series excludes these rows
+#: (`llmpulse.store._ranges.piece_select`). Migration 0012 adds them to rollups made before it.
+ALL_SERIES: Final = ""
 #: How far each tenant's rollups go (`llmpulse.store._roller`): every hour before ``rolled_through``
 #: (epoch seconds, a whole hour; 0: none) is in ``rollups_hour`` and ``rollups_day``, and a commit
 #: adds the deltas of such an hour to them as well as to the minute windows; an hour from
