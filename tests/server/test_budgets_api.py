@@ -249,9 +249,7 @@ def test_a_bad_budgets_file_is_refused_naming_the_budget_and_field(
 def test_observed_spend_is_what_the_ingested_calls_cost(make_client: MakeClient) -> None:
     client = make_client(run_processor=True)
     client.put("/v1/budgets/u1", json=_budget(scope={"tenant_id": "acme", "user_id": "u1"}))
-    events = [
-        call_body(user_id="u1", request_id=f"r{i}", cost=0.5, cost_source="provider") for i in range(3)
-    ]
+    events = [call_body(user_id="u1", request_id=f"r{i}", cost=0.5, cost_source="provider") for i in range(3)]
     events.append(call_body(user_id="u2", request_id="r9", cost=4.0, cost_source="provider"))
     assert client.post("/v1/events", json=events).status_code in (200, 202)
 
