@@ -381,3 +381,34 @@ def test_a_firing_alert_is_sent_again_to_alertmanager_every_minute(store: Store)
     assert [n.notify for n in sink.sent] == [("am", "hook"), ("am",)]  # a resend: Alertmanager only
     assert sink.sent[1].starts_at == NOW
     assert [h.status for h in store.alerts.history(T)] == ["firing"]  # not a transition
+
+
+def test_a_rule_from_a_file_reads_the_windows_and_sums_equal_the_summary(store: Store) -> None:
+    """A parsed rule's scope names its tenant: it still reads the minute windows and rollups (not the
+    call records), and the figures added up in SQL equal the summary's."""
+    from llmpulse.alerts import parse_rules
+
+    put(store, {key(minute(-2)): make_delta(requests=4, errors=1, cost_usd=2.5, latencies=[100.0] * 4)})
+    rules = parse_rules(
+        {
+            "rules": [
+                {"name": "cost", "scope": {"tenant_id": T},
+                 "threshold": {"metric": "cost_usd", "window": "5m", "above": 2}},
+                {"name": "p95", "scope": {"tenant_id": T, "route": "chat"},
+                 "threshold": {"metric": "p95_latency_ms", "window": "5m", "above": 50}},
+            ]
+        },
+        "test",
+    )  # fmt: skip
+    cost, p95 = rules.rules
+    assert cost.filters == {}
+    assert p95.filters == {"route": "chat"}
+    ev = Evaluation(StoreSource(store), NOW)
+    assert ev.verdict(cost).value == pytest.approx(2.5)
+    assert ev.verdict(p95).value == pytest.approx(100.0, rel=0.01)
+    start, end = datetime.fromtimestamp(minute(-4), UTC), datetime.fromtimestamp(minute(1), UTC)
+    sums = store.sums(T, start=start, end=end)
+    (summary,) = store.summary(T, start=start, end=end)
+    for name in ("requests", "errors", "cost_usd", "latency_count", "latency_sum_ms"):
+        assert getattr(sums, name) == getattr(summary.delta, name), name
+    assert sums.latency_hist == {}

@@ -41,20 +41,27 @@ import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Final, Protocol
 
 from llmpulse.alerts._model import WINDOW_SCOPE, Metric, Notification, Rule
 from llmpulse.store import AlertState, WindowDelta, period_bounds, quantile, value_of
 
 MINUTE = 60.0
+#: Ranges that ended this long before now are kept between evaluations (`Evaluation`'s `history`),
+#: at most `MAX_CACHED` of them.
+HISTORY_AGE_S: Final = 3600.0
+MAX_CACHED: Final = 200_000
 
 
 class FigureSource(Protocol):
     """Where rules read their figures from (the store; a test's own)."""
 
-    def figures(self, tenant_id: str, scope: Mapping[str, str], start: float, end: float) -> WindowDelta:
-        """The figures of the tenant's calls in `scope` over ``[start, end)`` (epoch seconds): minute
-        windows starting there when the scope names only window keys, else calls started there."""
+    def figures(
+        self, tenant_id: str, filters: Mapping[str, str], start: float, end: float, *, histograms: bool
+    ) -> WindowDelta:
+        """The figures of the tenant's calls matching `filters` over ``[start, end)`` (epoch
+        seconds): minute windows starting there when the filters name only window keys (route,
+        model), else calls started there; latency and TTFT histograms only when `histograms`."""
         ...
 
     def budget_amount(self, budget_id: str) -> float | None:
@@ -72,6 +79,10 @@ class Verdict:
     summary: str
     level: float | None = None
     details: Mapping[str, object] = field(default_factory=dict)
+
+
+#: The metrics read from histograms (the others are counts and sums, added up in SQL).
+HISTOGRAM_METRICS: Final = frozenset({"p95_latency_ms", "p95_ttft_ms"})
 
 
 def metric_value(metric: Metric, d: WindowDelta) -> float | None:
@@ -93,7 +104,7 @@ def metric_value(metric: Metric, d: WindowDelta) -> float | None:
 
 def window_bounds(rule: Rule, now: float, seconds: float) -> tuple[float, float]:
     """``[start, end)`` of a rule's window of `seconds` ending at `now` (see the module's doc)."""
-    if set(rule.scope) <= WINDOW_SCOPE:
+    if set(rule.filters) <= WINDOW_SCOPE:
         current = math.floor(now / MINUTE) * MINUTE
         minutes = max(1, math.ceil(seconds / MINUTE))
         return current - (minutes - 1) * MINUTE, current + MINUTE
@@ -111,24 +122,38 @@ def _rfc3339(ts: float) -> str:
 class Evaluation:
     """Evaluates rules against a source at one instant, reading each (tenant, scope, range) once."""
 
-    def __init__(self, source: FigureSource, now: float) -> None:
-        """`now`: the instant every rule of this evaluation is judged at (epoch seconds)."""
+    def __init__(
+        self, source: FigureSource, now: float, *, history: dict[Any, WindowDelta] | None = None
+    ) -> None:
+        """`now`: the instant every rule of this evaluation is judged at (epoch seconds); `history`:
+        figures of ranges that ended a day or more before, kept between evaluations (anomaly
+        baselines: the past changes only by late events)."""
         self.source = source
         self.now = now
-        self._cache: dict[tuple[str, tuple[tuple[str, str], ...], float, float], WindowDelta] = {}
+        self._cache: dict[Any, WindowDelta] = {}
+        self._history = history if history is not None else {}
 
-    def figures(self, rule: Rule, start: float, end: float) -> WindowDelta:
-        """The rule's scope over ``[start, end)``, read once per evaluation."""
-        key = (rule.tenant_id, tuple(sorted(rule.scope.items())), start, end)
-        found = self._cache.get(key)
+    def figures(self, rule: Rule, start: float, end: float, *, histograms: bool = False) -> WindowDelta:
+        """The rule's scope over ``[start, end)``, read once per evaluation (with histograms only
+        when asked; figures with them serve a reader that needs none)."""
+        key = (rule.tenant_id, tuple(sorted(rule.filters.items())), start, end)
+        cache = self._history if end <= self.now - HISTORY_AGE_S else self._cache
+        found = cache.get((*key, True))
+        if found is None and not histograms:
+            found = cache.get((*key, False))
         if found is None:
-            found = self._cache[key] = self.source.figures(rule.tenant_id, rule.scope, start, end)
+            found = self.source.figures(rule.tenant_id, rule.filters, start, end, histograms=histograms)
+            if len(cache) >= MAX_CACHED and cache is self._history:
+                cache.clear()
+            cache[(*key, histograms)] = found
         return found
 
-    def window(self, rule: Rule, seconds: float, *, ago: float = 0.0) -> WindowDelta:
+    def window(
+        self, rule: Rule, seconds: float, *, ago: float = 0.0, histograms: bool = False
+    ) -> WindowDelta:
         """The rule's figures over its window of `seconds` ending `ago` seconds before now."""
         start, end = window_bounds(rule, self.now - ago, seconds)
-        return self.figures(rule, start, end)
+        return self.figures(rule, start, end, histograms=histograms)
 
     def verdict(self, rule: Rule) -> Verdict:
         """Whether `rule` breaches now, and why."""
@@ -143,7 +168,9 @@ class Evaluation:
     def _threshold(self, rule: Rule) -> Verdict:
         t = rule.threshold
         assert t is not None
-        value = metric_value(t.metric, self.window(rule, t.window_s))
+        value = metric_value(
+            t.metric, self.window(rule, t.window_s, histograms=t.metric in HISTOGRAM_METRICS)
+        )
         if value is None:
             return Verdict(False, None, f"{t.metric} over {t.window_s:g} s: no data")
         if t.above is not None:
@@ -159,7 +186,7 @@ class Evaluation:
     def _bad_share(self, rule: Rule, seconds: float) -> tuple[float | None, int]:
         slo = rule.slo
         assert slo is not None
-        d = self.window(rule, seconds)
+        d = self.window(rule, seconds, histograms=slo.good == "latency_below_ms")
         if d.requests <= 0:
             return None, 0
         if slo.good == "ok_calls":
@@ -205,12 +232,13 @@ class Evaluation:
     def _anomaly(self, rule: Rule) -> Verdict:
         a = rule.anomaly
         assert a is not None
-        current = self.window(rule, a.window_s)
+        hist = a.metric in HISTOGRAM_METRICS
+        current = self.window(rule, a.window_s, histograms=hist)
         value = metric_value(a.metric, current)
         days = round(a.baseline_s / 86400)
         history: list[float] = []
         for day in range(1, days + 1):
-            past = self.window(rule, a.window_s, ago=day * 86400.0)
+            past = self.window(rule, a.window_s, ago=day * 86400.0, histograms=hist)
             v = metric_value(a.metric, past)
             if past.requests > 0 and v is not None:
                 history.append(v)

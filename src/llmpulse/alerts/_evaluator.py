@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from llmpulse.alerts._engine import Evaluation, step
+from llmpulse.alerts._engine import Evaluation, FigureSource, step
 from llmpulse.alerts._model import WINDOW_SCOPE, Notification, Rule, Rules
 from llmpulse.store import (
     AlertState,
@@ -69,14 +69,18 @@ class StoreSource:
         """Read from `store`. Does not block."""
         self.store = store
 
-    def figures(self, tenant_id: str, scope: Mapping[str, str], start: float, end: float) -> WindowDelta:
+    def figures(
+        self, tenant_id: str, filters: Mapping[str, str], start: float, end: float, *, histograms: bool
+    ) -> WindowDelta:
         """See `FigureSource.figures`. Blocks."""
         lo = datetime.fromtimestamp(start, UTC)
         hi = datetime.fromtimestamp(end, UTC)
+        scope = filters
         if set(scope) <= WINDOW_SCOPE:
-            rows = self.store.summary(
-                tenant_id, start=lo, end=hi, route=scope.get("route"), model=scope.get("model")
-            )
+            route, model = scope.get("route"), scope.get("model")
+            if not histograms:
+                return self.store.sums(tenant_id, start=lo, end=hi, route=route, model=model)
+            rows = self.store.summary(tenant_id, start=lo, end=hi, route=route, model=model)
             return rows[0].delta if rows else WindowDelta()
         flt = CallFilter(
             tenant_id,
@@ -89,7 +93,7 @@ class StoreSource:
             feature=scope.get("feature"),
             environment=scope.get("environment"),
         )
-        return call_delta(self.store, flt)
+        return call_delta(self.store, flt, histograms=histograms)
 
     def budget_amount(self, budget_id: str) -> float | None:
         """See `FigureSource.budget_amount`. Blocks."""
@@ -131,7 +135,7 @@ class Evaluator:
         min_gap_s: float = 0.25,
         lease_ttl_s: float = 30.0,
         holder: str | None = None,
-        source: Any = None,
+        source: FigureSource | None = None,
     ) -> None:
         """Evaluate `rules` on `store`'s figures (or `source`'s), notifying through `sink`."""
         if interval_s <= 0 or min_gap_s < 0 or lease_ttl_s <= interval_s:
@@ -153,6 +157,7 @@ class Evaluator:
         self._states: dict[str, AlertState] | None = None
         self._leader = False
         self._resent: dict[str, float] = {}
+        self._history: dict[Any, WindowDelta] = {}
         self.passes = 0
         self.errors = 0
         self.last_pass: PassResult | None = None
@@ -205,7 +210,7 @@ class Evaluator:
                 _log.info("alerts: forgot the state of %d rules no longer defined", forgotten)
             self._states = self.store.alerts.states()
         wanted = None if tenants is None else set(tenants)
-        evaluation = Evaluation(self.source, now)
+        evaluation = Evaluation(self.source, now, history=self._history)
         changed: list[AlertState] = []
         transitions: list[AlertTransition] = []
         notes: list[Notification] = []

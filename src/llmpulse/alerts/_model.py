@@ -110,7 +110,8 @@ class Runway:
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """One alert rule. `scope` holds ``tenant_id`` and any of `SCOPE_ATTRIBUTES`; `labels` are added
+    """One alert rule. `scope` may hold ``tenant_id`` (the same as `tenant_id`) and any of
+    `SCOPE_ATTRIBUTES` (`filters` is it without the tenant); `labels` are added
     to the alert's (with ``alertname`` = `name` and the scope's fields); exactly one of `threshold`,
     `slo`, `anomaly`, `runway` is set; `notify` names notifiers; `repeat_s` is how often a firing
     alert is notified again (0: never)."""
@@ -126,6 +127,11 @@ class Rule:
     runway: Runway | None = None
     notify: tuple[str, ...] = ()
     repeat_s: float = 4 * 3600.0
+
+    @property
+    def filters(self) -> dict[str, str]:
+        """The scope's attributes besides the tenant (``route``, ``model``, ``user_id`` ...)."""
+        return {k: v for k, v in self.scope.items() if k != "tenant_id"}
 
     @property
     def kind(self) -> str:

@@ -616,16 +616,50 @@ def _total(rows: list[Any]) -> dict[str, Any]:
 # -- figures of a set of calls ---------------------------------------------------------------------
 
 
-def call_delta(store: Store, flt: CallFilter) -> WindowDelta:
+def call_delta(store: Store, flt: CallFilter, *, histograms: bool = True) -> WindowDelta:
     """The filter's calls added up as a window's figures (requests, errors, tokens, cost, latency
-    and time-to-first-token histograms): what the minute windows would hold for calls selected by
-    attributes the windows do not have (user, organisation, feature, environment). Reads one row
-    per call, so keep the range short. Blocks.
+    and time-to-first-token counts and sums, and with `histograms` their histograms): what the
+    minute windows would hold for calls selected by attributes the windows do not have (user,
+    organisation, feature, environment). Without histograms it is one aggregate query; with them
+    it reads one row per call, so keep that range short. Blocks.
 
     Raises:
         StoreError: the database could not be read.
     """
     c = calls.c
+    if not histograms:
+        sums = sa.select(
+            sa.func.count(),
+            sa.func.sum(sa.case((c.status.in_(ERROR_STATUSES), 1), else_=0)),
+            sa.func.sum(sa.case((c.status == "timeout", 1), else_=0)),
+            sa.func.sum(c.input_tokens),
+            sa.func.sum(c.output_tokens),
+            sa.func.sum(c.cached_input_tokens),
+            sa.func.sum(c.cache_write_tokens),
+            sa.func.sum(c.reasoning_tokens),
+            sa.func.sum(c.cost_usd),
+            sa.func.count(c.cost_usd),
+            sa.func.count(c.latency_ms),
+            sa.func.sum(c.latency_ms),
+            sa.func.count(c.ttft_ms),
+            sa.func.sum(c.ttft_ms),
+        ).where(*_conditions(flt))
+        with store._reading("adding up calls") as conn:
+            n, err, tout, inp, out, cached, written, reasoning, cost, priced, nl, sl, nt, st = conn.execute(
+                sums
+            ).one()
+        d = WindowDelta()
+        d.requests, d.errors, d.timeouts = int(n), int(err or 0), int(tout or 0)
+        d.prompt_tokens, d.completion_tokens = int(inp or 0), int(out or 0)
+        d.cached_input_tokens, d.cache_write_tokens, d.reasoning_tokens = (
+            int(cached or 0),
+            int(written or 0),
+            int(reasoning or 0),
+        )
+        d.cost_usd, d.cost_unknown = float(cost or 0.0), int(n) - int(priced)
+        d.latency_count, d.latency_sum_ms = int(nl), float(sl or 0.0)
+        d.ttft_count, d.ttft_sum_ms = int(nt), float(st or 0.0)
+        return d
     query = sa.select(
         c.status,
         c.latency_ms,

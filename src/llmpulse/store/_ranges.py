@@ -113,6 +113,38 @@ def _split(lo: int | None, hi: int | None, coarsest: int) -> list[Piece]:
     return [*edges, *inner, *tail]
 
 
+def piece_conditions(
+    piece: Piece,
+    *,
+    tenant_id: str | None,
+    route: str | None,
+    model: str | None,
+    totals: bool = False,
+) -> list[Any]:
+    """The WHERE conditions of one piece's rows (of one tenant, or of every tenant when None),
+    optionally of one route and model. With `totals` (and no route or model), a rollup piece reads
+    the tenants' total rows (`ALL_SERIES`) instead of their series; otherwise a rollup piece never
+    reads totals. Builds SQL only; does not block."""
+    table = piece.table
+    found: list[Any] = []
+    if tenant_id is not None:
+        found.append(table.c.tenant_id == tenant_id)
+    if piece.seconds != MINUTE:
+        if totals and route is None and model is None:
+            found += [table.c.route == ALL_SERIES, table.c.model == ALL_SERIES]
+        elif route is None:
+            found.append(table.c.route != ALL_SERIES)
+    if route is not None:
+        found.append(table.c.route == route)
+    if model is not None:
+        found.append(table.c.model == model)
+    if piece.lo is not None:
+        found.append(table.c.window_start >= piece.lo)
+    if piece.hi is not None:
+        found.append(table.c.window_start < piece.hi)
+    return found
+
+
 def piece_select(
     piece: Piece,
     *,
@@ -122,28 +154,11 @@ def piece_select(
     columns: tuple[str, ...] | None = None,
     totals: bool = False,
 ) -> sa.Select[Any]:
-    """The rows of one piece (of one tenant, or of every tenant when None), optionally of one route
-    and model. With `totals` (and no route or model), a rollup piece reads the tenants' total rows
-    (`ALL_SERIES`) instead of their series; otherwise a rollup piece never reads totals. Builds SQL
+    """The rows of one piece (`piece_conditions`), whole or only `columns` (distinct). Builds SQL
     only; does not block."""
     table = piece.table
     query = sa.select(table) if columns is None else sa.select(*(table.c[c] for c in columns)).distinct()
-    if tenant_id is not None:
-        query = query.where(table.c.tenant_id == tenant_id)
-    if piece.seconds != MINUTE:
-        if totals and route is None and model is None:
-            query = query.where(table.c.route == ALL_SERIES, table.c.model == ALL_SERIES)
-        elif route is None:
-            query = query.where(table.c.route != ALL_SERIES)
-    if route is not None:
-        query = query.where(table.c.route == route)
-    if model is not None:
-        query = query.where(table.c.model == model)
-    if piece.lo is not None:
-        query = query.where(table.c.window_start >= piece.lo)
-    if piece.hi is not None:
-        query = query.where(table.c.window_start < piece.hi)
-    return query
+    return query.where(*piece_conditions(piece, tenant_id=tenant_id, route=route, model=model, totals=totals))
 
 
 def read_rows(

@@ -36,9 +36,11 @@ from llmpulse.store._model import (
     parse_dedup_key,
 )
 from llmpulse.store._query import GroupBy, StoredWindow, SummaryRow, epoch_bound, windows_select
-from llmpulse.store._ranges import HOUR, plan, read_rows, rolled_through
+from llmpulse.store._ranges import HOUR, piece_conditions, plan, read_rows, rolled_through
 from llmpulse.store._tables import (
     CALL_SECOND,
+    COUNT_FIELDS,
+    SUM_FIELDS,
     calls,
     decode_keys,
     delta_from_row,
@@ -553,6 +555,42 @@ class Store:
             )
             for group, (delta, count) in sorted(groups.items())
         ]
+
+    def sums(
+        self,
+        tenant_id: str,
+        *,
+        start: datetime,
+        end: datetime,
+        route: str | None = None,
+        model: str | None = None,
+    ) -> WindowDelta:
+        """The counts and sums of `summary` over ``[start, end)`` without its histograms, added up
+        in SQL (one aggregate query per piece of the range): requests, errors, tokens, cost, latency
+        and TTFT counts and sums. For readers that need no percentile (alert rules on cost, errors,
+        requests, tokens). Blocks.
+
+        Raises:
+            ValueError: a naive `start` or `end`.
+        """
+        lo_s, hi_s = epoch_bound(start, "start"), epoch_bound(end, "end")
+        out = WindowDelta()
+        names = (*COUNT_FIELDS, *SUM_FIELDS)
+        with self._reading("adding up windows") as conn:
+            pieces = plan(lo_s, hi_s, rolled=rolled_through(conn, tenant_id))
+            totals = route is None and model is None
+            for piece in pieces:
+                table = piece.table
+                where = piece_conditions(piece, tenant_id=tenant_id, route=route, model=model, totals=totals)
+                row = conn.execute(sa.select(*(sa.func.sum(table.c[n]) for n in names)).where(*where)).one()
+                for name, value in zip(names, row, strict=True):
+                    if value is not None:
+                        setattr(
+                            out,
+                            name,
+                            getattr(out, name) + (float(value) if name in SUM_FIELDS else int(value)),
+                        )
+        return out
 
     @staticmethod
     def _minute_span(
