@@ -18,10 +18,8 @@
    processor's (the current minute of every series of `BENCH_ALERTS_COMMIT_TENANTS` (10) tenants,
    5 calls a window with their call records), timed, and the pass that commit triggers
    (`Evaluator.run_once(tenants=…)` of the tenants it touched), timed; each divided by the windows
-   the commit wrote, medians. And a full pass over every rule (median of 3). Each pass twice: the
-   rules as `parse_rules` makes them from a file (their scope holds ``tenant_id``, so today every
-   one reads call records, see `window_path`), and the same rules on the window path (scopes
-   without ``tenant_id``: windows and rollups through `Store.summary`).
+   the commit wrote, medians. And a full pass over every rule (median of 3). The rules are what
+   `parse_rules` makes of a rules file.
 """
 
 from __future__ import annotations
@@ -39,7 +37,6 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import replace
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -48,7 +45,7 @@ from typing import Any
 import yaml
 
 from bench.ingest import HOST, _free_port, _percentile, _stop, _wait_http
-from llmpulse.alerts import Evaluator, Notification, Rules, parse_rules
+from llmpulse.alerts import Evaluator, Notification, parse_rules
 from llmpulse.store import CallRecord, Checkpoint, Store, WindowDelta, WindowKey, bucket_of, roll_up
 
 SECRET = "bench-secret"
@@ -316,19 +313,10 @@ def _live_checkpoint(
     return checkpoint, len(windows)
 
 
-def window_path(rules: Rules) -> Rules:
-    """The same rules with ``tenant_id`` left out of their scopes. Rules read from a file keep the
-    tenant in `Rule.scope`, and the engine and `StoreSource` send a scope to the minute windows only
-    when it holds nothing but route and model (`WINDOW_SCOPE`): every file rule reads call records.
-    Without the tenant in the scope, the same rules read windows and rollups (`Store.summary`)."""
-    bare = [replace(r, scope={k: v for k, v in r.scope.items() if k != "tenant_id"}) for r in rules.rules]
-    return replace(rules, rules=tuple(bare))
-
-
 def measure_evaluation(
     n_rules: int, tenants: int, hours: int, baseline_days: int, commits: int, commit_tenants: int
 ) -> dict[str, Any]:
-    """Figure 2 (see the module's doc), for the rules as loaded from a file and on the window path."""
+    """Figure 2 (see the module's doc)."""
     with tempfile.TemporaryDirectory() as tmp:
         store = Store.open(f"sqlite:///{tmp}/alerts-eval.db")
         try:
@@ -338,7 +326,7 @@ def measure_evaluation(
             sink = _ListSink()
             evaluators = {
                 path: Evaluator(store, rules, sink, interval_s=10.0, min_gap_s=0.0, holder="bench")
-                for path, rules in (("as_loaded", loaded), ("window_path", window_path(loaded)))
+                for path, rules in (("rules", loaded),)
             }
             first = {path: ev.run_once().seconds for path, ev in evaluators.items()}  # reads the states
             rng = random.Random(9)
@@ -422,7 +410,7 @@ def run(
           f"built in {ev['store']['build_s']:.1f} s")  # fmt: skip
     print(f"  commit of {ev['windows_per_commit']} windows   {ev['commit_s'] * 1000:8.1f} ms "
           f"({ev['commit_per_window_ms']:.3f} ms a window)")  # fmt: skip
-    for path, what in (("as_loaded", "rules as loaded (call records)"), ("window_path", "window path")):
+    for path, what in (("rules", "rules from the file"),):
         f = ev[path]
         print(f"  {what}: its pass over {ev['rules_per_commit_pass']:.0f} rules {f['pass_s'] * 1000:.1f} ms "
               f"({f['pass_per_window_ms']:.3f} ms a window; pass/commit = {f['pass_vs_commit']:.2f}); "

@@ -65,9 +65,21 @@ class StoreSource:
     """Figures from the store: minute windows and rollups (`Store.summary`) for scopes of window keys,
     call records (`call_delta`) for scopes naming call attributes."""
 
+    #: How long a tenant's rollup progress is reused (it only grows, and an older value still reads
+    #: exact figures: minutes instead of a just-rolled hour).
+    ROLLED_TTL_S = 5.0
+
     def __init__(self, store: Store) -> None:
         """Read from `store`. Does not block."""
         self.store = store
+        self._rolled: dict[str, tuple[float, int]] = {}
+
+    def _rolled_through(self, tenant_id: str) -> int:
+        now = time.monotonic()
+        found = self._rolled.get(tenant_id)
+        if found is None or now - found[0] > self.ROLLED_TTL_S:
+            found = self._rolled[tenant_id] = (now, self.store.rolled_through(tenant_id))
+        return found[1]
 
     def figures(
         self, tenant_id: str, filters: Mapping[str, str], start: float, end: float, *, histograms: bool
@@ -79,7 +91,8 @@ class StoreSource:
         if set(scope) <= WINDOW_SCOPE:
             route, model = scope.get("route"), scope.get("model")
             if not histograms:
-                return self.store.sums(tenant_id, start=lo, end=hi, route=route, model=model)
+                rolled = self._rolled_through(tenant_id)
+                return self.store.sums(tenant_id, start=lo, end=hi, route=route, model=model, rolled=rolled)
             rows = self.store.summary(tenant_id, start=lo, end=hi, route=route, model=model)
             return rows[0].delta if rows else WindowDelta()
         flt = CallFilter(

@@ -8,6 +8,7 @@ database, which has a single connection, calls are serialised by a lock.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import threading
 import time
@@ -36,7 +37,7 @@ from llmpulse.store._model import (
     parse_dedup_key,
 )
 from llmpulse.store._query import GroupBy, StoredWindow, SummaryRow, epoch_bound, windows_select
-from llmpulse.store._ranges import HOUR, piece_conditions, plan, read_rows, rolled_through
+from llmpulse.store._ranges import HOUR, Piece, piece_conditions, plan, read_rows, rolled_through
 from llmpulse.store._tables import (
     CALL_SECOND,
     COUNT_FIELDS,
@@ -109,6 +110,17 @@ def _stored(row: Mapping[Any, Any]) -> StoredWindow:
         updated_at=datetime.fromtimestamp(float(row["updated_at"]), UTC),
         version=int(row["version"]),
     )
+
+
+#: The fields `Store.sums` adds up, and its SELECT per aggregate table (built once: a statement's
+#: construction costs more than SQLite's aggregate over a few hundred rows).
+_SUMMED: Final = (*COUNT_FIELDS, *SUM_FIELDS)
+
+
+@functools.cache
+def _sums_select(seconds: int) -> sa.Select[Any]:
+    table = Piece(seconds, None, None).table
+    return sa.select(*(sa.func.sum(table.c[n]) for n in _SUMMED))
 
 
 class Store:
@@ -556,6 +568,12 @@ class Store:
             for group, (delta, count) in sorted(groups.items())
         ]
 
+    def rolled_through(self, tenant_id: str) -> int:
+        """How far `tenant_id`'s hours are rolled up (a whole hour, epoch seconds; 0: none). It only
+        grows; a reader may pass an older value to `sums` and still get exact figures. Blocks."""
+        with self._reading("reading rollup progress") as conn:
+            return rolled_through(conn, tenant_id)
+
     def sums(
         self,
         tenant_id: str,
@@ -564,26 +582,27 @@ class Store:
         end: datetime,
         route: str | None = None,
         model: str | None = None,
+        rolled: int | None = None,
     ) -> WindowDelta:
         """The counts and sums of `summary` over ``[start, end)`` without its histograms, added up
         in SQL (one aggregate query per piece of the range): requests, errors, tokens, cost, latency
         and TTFT counts and sums. For readers that need no percentile (alert rules on cost, errors,
-        requests, tokens). Blocks.
+        requests, tokens). `rolled`: the tenant's `rolled_through` when the caller has it (it is read
+        otherwise). Blocks.
 
         Raises:
             ValueError: a naive `start` or `end`.
         """
         lo_s, hi_s = epoch_bound(start, "start"), epoch_bound(end, "end")
         out = WindowDelta()
-        names = (*COUNT_FIELDS, *SUM_FIELDS)
         with self._reading("adding up windows") as conn:
-            pieces = plan(lo_s, hi_s, rolled=rolled_through(conn, tenant_id))
+            if rolled is None:
+                rolled = rolled_through(conn, tenant_id)
             totals = route is None and model is None
-            for piece in pieces:
-                table = piece.table
+            for piece in plan(lo_s, hi_s, rolled=rolled):
                 where = piece_conditions(piece, tenant_id=tenant_id, route=route, model=model, totals=totals)
-                row = conn.execute(sa.select(*(sa.func.sum(table.c[n]) for n in names)).where(*where)).one()
-                for name, value in zip(names, row, strict=True):
+                row = conn.execute(_sums_select(piece.seconds).where(*where)).one()
+                for name, value in zip(_SUMMED, row, strict=True):
                     if value is not None:
                         setattr(
                             out,
