@@ -50,7 +50,13 @@ def make_keyed(tmp_path: Path) -> Iterator[MakeKeyed]:
 
 @pytest.fixture
 def keyed(make_keyed: MakeKeyed) -> Keyed:
-    return make_keyed()
+    """A keyed server with an alert rule per tenant, so the alert endpoints answer too."""
+    from llmpulse.alerts import Rule, Rules, Threshold
+
+    rules = tuple(
+        Rule(f"{t}-cost", t, threshold=Threshold("cost_usd", 300, above=1e9)) for t in ("alpha", "beta")
+    )
+    return make_keyed(alerts=Rules(rules=rules))
 
 
 def test_every_api_endpoint_is_covered() -> None:

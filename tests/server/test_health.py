@@ -24,8 +24,9 @@ def test_health_without_processor_reports_the_log_and_counters(client: TestClien
 
 def test_stats_has_the_counters(client: TestClient) -> None:
     data = client.get("/v1/stats").json()
-    assert set(data) == {"counters", "log", "otlp"}
+    assert set(data) == {"counters", "log", "otlp", "ingest"}
     assert data["otlp"]["spans_received"] == 0
+    assert data["ingest"]["naive_timestamps"] == 0
 
 
 class _DeadRunner:

@@ -203,9 +203,11 @@ def test_recent_calls_in_kafka_mode_are_the_call_records_like_the_embedded_mode(
         _body("llm.response", request_id="err-1", error={"type": "server_error", "message": "boom"}),
         _body("llm.request", request_id="wait-1"),
         _body("llm.request", request_id="late-1", timestamp=old),
-        _body("llm.call", request_id="call-1", cost=0.25, status="cancelled"),
+        _body("llm.call", request_id="call-1", cost=0.25, cost_source="provider", status="cancelled"),
         _body("llm.call", request_id="call-2", error="rate_limit_exceeded", tenant_id="other"),
-        _body("llm.call", request_id="call-1", cost=0.25, status="cancelled"),  # a resend
+        _body(
+            "llm.call", request_id="call-1", cost=0.25, cost_source="provider", status="cancelled"
+        ),  # a resend
     ]
     with TestClient(create_app(_settings(broker, pg_url, orphan_timeout_s=1.0))) as client:
         assert client.post("/v1/events", json=batch[:4]).status_code == 200
